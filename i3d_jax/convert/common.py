@@ -1,0 +1,145 @@
+"""What every checkpoint converter shares: the I3D unit layout and the check
+of a converted tree against the model it must fit."""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from i3d_jax.models.i3d import BRANCH_UNITS, INCEPTION_CHANNELS, InceptionI3d
+
+# Our parameter tree, per unit: params[unit]{conv_3d{kernel,bias?},
+# batch_norm{bias,scale?}}, batch_stats[unit]{batch_norm{mean,var}}.
+STEM_UNITS = ("Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3")
+
+
+def i3d_units() -> list[tuple[str, ...]]:
+    """Every conv unit of I3D as its path in our parameter tree."""
+    units = [(name,) for name in STEM_UNITS]
+    units += [(block, unit) for block in INCEPTION_CHANNELS for unit in BRANCH_UNITS]
+    units.append(("Logits",))
+    return units
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit the model, with every differing key."""
+
+    def __init__(self, source, missing=(), unexpected=(), misshaped=()):
+        self.missing = sorted(missing)
+        self.unexpected = sorted(unexpected)
+        self.misshaped = sorted(misshaped)
+        lines = [f"{source} does not fit the model:"]
+        if self.missing:
+            lines.append(f"  missing keys ({len(self.missing)}): " + ", ".join(self.missing))
+        if self.unexpected:
+            lines.append(
+                f"  unexpected keys ({len(self.unexpected)}): " + ", ".join(self.unexpected)
+            )
+        for key, got, want in self.misshaped:
+            lines.append(f"  mis-shaped {key}: checkpoint has {got}, model expects {want}")
+        super().__init__("\n".join(lines))
+
+
+def flat_key(path: Iterable[str]) -> str:
+    return "/".join(path)
+
+
+def expected_variables(model: InceptionI3d, in_channels: int):
+    """Abstract {params, batch_stats} of `model` (shapes only, no compute)."""
+    frames = jnp.zeros((1, 16, 224, 224, in_channels), jnp.float32)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), frames)
+    return {k: v for k, v in shapes.items() if k in ("params", "batch_stats")}
+
+
+def check_fits(variables, expected, source: str):
+    """Raises CheckpointMismatchError naming every key that differs."""
+    got = {flat_key(k): v for k, v in traverse_util.flatten_dict(variables).items()}
+    want = {flat_key(k): v for k, v in traverse_util.flatten_dict(expected).items()}
+    misshaped = [
+        (k, tuple(np.shape(got[k])), tuple(want[k].shape))
+        for k in sorted(set(got) & set(want))
+        if tuple(np.shape(got[k])) != tuple(want[k].shape)
+    ]
+    missing = set(want) - set(got)
+    unexpected = set(got) - set(want)
+    if missing or unexpected or misshaped:
+        raise CheckpointMismatchError(source, missing, unexpected, misshaped)
+
+
+def gather_units(
+    source: Mapping[str, np.ndarray],
+    source_name: Callable[[tuple[str, ...], str], str],
+    transform: Callable[[str, np.ndarray], np.ndarray],
+    ignorable: Callable[[str], bool],
+    origin: str,
+):
+    """Builds {params, batch_stats} from a flat `source` of named arrays.
+
+    `source_name(unit, leaf)` gives the source's name for one leaf of a unit
+    (leaf in kernel, bias, beta, gamma, mean, var); `transform(leaf, array)`
+    turns a source array into ours. Source names that no unit consumes and
+    that are not `ignorable` are reported, together with missing ones.
+    """
+    params, batch_stats = {}, {}
+    consumed, missing = set(), set()
+    for unit in i3d_units():
+        is_logits = unit == ("Logits",)
+        leaves = ("kernel", "bias") if is_logits else ("kernel", "beta", "gamma", "mean", "var")
+        for leaf in leaves:
+            name = source_name(unit, leaf)
+            if name not in source:
+                # gamma is optional: DeepMind's BatchNorm has none.
+                if leaf != "gamma":
+                    missing.add(name)
+                continue
+            consumed.add(name)
+            value = transform(leaf, np.asarray(source[name]))
+            if leaf in ("kernel", "bias") and not (leaf == "bias" and not is_logits):
+                target, path = params, unit + ("conv_3d", leaf)
+            elif leaf == "beta":
+                target, path = params, unit + ("batch_norm", "bias")
+            elif leaf == "gamma":
+                target, path = params, unit + ("batch_norm", "scale")
+            else:
+                target, path = batch_stats, unit + ("batch_norm", leaf)
+            target[path] = value
+    unexpected = {k for k in source if k not in consumed and not ignorable(k)}
+    if missing or unexpected:
+        raise CheckpointMismatchError(origin, missing, unexpected)
+    return {
+        "params": traverse_util.unflatten_dict(params),
+        "batch_stats": traverse_util.unflatten_dict(batch_stats),
+    }
+
+
+def infer_model_fields(variables) -> dict:
+    """num_classes, in_channels and batch_norm_scale of an I3D tree."""
+    params = variables["params"]
+    return {
+        "num_classes": int(np.shape(params["Logits"]["conv_3d"]["bias"])[0]),
+        "in_channels": int(np.shape(params["Conv3d_1a_7x7"]["conv_3d"]["kernel"])[3]),
+        "batch_norm_scale": "scale" in params["Conv3d_1a_7x7"]["batch_norm"],
+    }
+
+
+def fold_batch_norm_scale(variables):
+    """Folds BatchNorm gamma into the preceding conv, exactly, for inference.
+
+    gamma * (W x - m) / s + beta == ((gamma W) x - gamma m) / s + beta, so
+    scaling the kernel's output channels and the running mean by gamma gives
+    a scale-free tree with identical eval-mode outputs (any sign of gamma).
+    """
+    params = traverse_util.flatten_dict(variables["params"])
+    stats = traverse_util.flatten_dict(variables["batch_stats"])
+    for path in [p for p in params if p[-2:] == ("batch_norm", "scale")]:
+        unit = path[:-2]
+        gamma = np.asarray(params.pop(path))
+        params[unit + ("conv_3d", "kernel")] = np.asarray(params[unit + ("conv_3d", "kernel")]) * gamma
+        stats[unit + ("batch_norm", "mean")] = np.asarray(stats[unit + ("batch_norm", "mean")]) * gamma
+    return {
+        "params": traverse_util.unflatten_dict(params),
+        "batch_stats": traverse_util.unflatten_dict(stats),
+    }

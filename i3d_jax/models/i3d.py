@@ -1,0 +1,239 @@
+"""Inflated 3D Inception-v1 (I3D), as released by DeepMind (kinetics-i3d).
+
+Every detail that changes the numbers follows the released TF model:
+TF "SAME" padding (the extra pixel goes at the end), BatchNorm without a
+scale (eps 1e-3, decay 0.999), no temporal pooling in the first two
+max-pools, a 2x7x7 VALID average pool, dropout, a 1x1x1 logits conv with a
+bias, and logits averaged over time.
+
+Shapes are [batch, time, height, width, channels] everywhere.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# In network order. `final_endpoint` may name any of them; layers after it are
+# neither built nor given parameters (cheap feature extraction).
+ENDPOINTS = (
+    "Conv3d_1a_7x7",
+    "MaxPool3d_2a_3x3",
+    "Conv3d_2b_1x1",
+    "Conv3d_2c_3x3",
+    "MaxPool3d_3a_3x3",
+    "Mixed_3b",
+    "Mixed_3c",
+    "MaxPool3d_4a_3x3",
+    "Mixed_4b",
+    "Mixed_4c",
+    "Mixed_4d",
+    "Mixed_4e",
+    "Mixed_4f",
+    "MaxPool3d_5a_2x2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "AvgPool",  # [B, T', 1024]: the 2x7x7 average pool, spatially squeezed
+    "LogitsPerTime",  # [B, T', num_classes]
+    "Logits",  # [B, num_classes]: averaged over time
+)
+
+# Output channels of each Inception block's branches, in the order
+# (b0 1x1, b1 1x1, b1 3x3, b2 1x1, b2 3x3, b3 1x1 after the pool).
+INCEPTION_CHANNELS = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+# Names of the six units of a block, matching DeepMind's variable scopes
+# (`Branch_1/Conv3d_0b_3x3` becomes `Branch_1_Conv3d_0b_3x3`: linen names
+# cannot hold a slash).
+BRANCH_UNITS = (
+    "Branch_0_Conv3d_0a_1x1",
+    "Branch_1_Conv3d_0a_1x1",
+    "Branch_1_Conv3d_0b_3x3",
+    "Branch_2_Conv3d_0a_1x1",
+    "Branch_2_Conv3d_0b_3x3",
+    "Branch_3_Conv3d_0b_1x1",
+)
+
+BATCH_NORM_DECAY = 0.999
+BATCH_NORM_EPSILON = 1e-3
+
+
+class Unit3D(nn.Module):
+    """Conv3d -> BatchNorm -> ReLU, with TF SAME padding."""
+
+    features: int
+    kernel_shape: Sequence[int] = (1, 1, 1)
+    strides: Sequence[int] = (1, 1, 1)
+    use_batch_norm: bool = True
+    batch_norm_scale: bool = False
+    use_bias: bool = False
+    activation: Callable[[Any], Any] | None = nn.relu
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Conv(
+            self.features,
+            tuple(self.kernel_shape),
+            strides=tuple(self.strides),
+            padding="SAME",
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="conv_3d",
+        )(x)
+        if self.use_batch_norm:
+            x = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=BATCH_NORM_DECAY,
+                epsilon=BATCH_NORM_EPSILON,
+                use_scale=self.batch_norm_scale,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                name="batch_norm",
+            )(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+
+def max_pool_same(x, window: Sequence[int], strides: Sequence[int]):
+    # reduce_window pads with -inf, as TF's SAME max-pool does.
+    return nn.max_pool(x, tuple(window), strides=tuple(strides), padding="SAME")
+
+
+class InceptionBlock(nn.Module):
+    channels: Sequence[int]
+    batch_norm_scale: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        b0, b1a, b1b, b2a, b2b, b3 = self.channels
+        names = BRANCH_UNITS
+        unit = lambda f, k, name: Unit3D(  # noqa: E731
+            f, k, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, name=name
+        )
+        branch_0 = unit(b0, (1, 1, 1), names[0])(x, train)
+        branch_1 = unit(b1a, (1, 1, 1), names[1])(x, train)
+        branch_1 = unit(b1b, (3, 3, 3), names[2])(branch_1, train)
+        branch_2 = unit(b2a, (1, 1, 1), names[3])(x, train)
+        branch_2 = unit(b2b, (3, 3, 3), names[4])(branch_2, train)
+        branch_3 = max_pool_same(x, (3, 3, 3), (1, 1, 1))
+        branch_3 = unit(b3, (1, 1, 1), names[5])(branch_3, train)
+        return jnp.concatenate([branch_0, branch_1, branch_2, branch_3], axis=-1)
+
+
+class InceptionI3d(nn.Module):
+    """I3D on [B, T, H, W, C] clips in [-1, 1] (RGB) or flow in [-1, 1] (C=2).
+
+    Call with `train` to choose batch statistics and dropout. Returns the
+    output of `final_endpoint` ([B, num_classes] logits by default); with
+    `return_endpoints=True` returns `(output, {endpoint: value})` holding every
+    endpoint up to `final_endpoint`.
+
+    The final average pool is 2x7x7 VALID as released; where the feature map
+    is smaller than that (short clips, small frames) the window is clamped
+    to the map, so any T >= 1 and any frame size give an output.
+    """
+
+    num_classes: int = 400
+    final_endpoint: str = "Logits"
+    dropout_rate: float = 0.5
+    batch_norm_scale: bool = False
+    # Compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool, return_endpoints: bool = False):
+        if self.final_endpoint not in ENDPOINTS:
+            raise ValueError(
+                f"final_endpoint {self.final_endpoint!r} is not one of {ENDPOINTS}"
+            )
+        if x.ndim != 5:
+            raise ValueError(
+                f"I3D expects [batch, time, height, width, channels], got shape {x.shape}"
+            )
+        endpoints = {}
+        x = x.astype(self.dtype)
+
+        def finish(name, value):
+            endpoints[name] = value
+            return name == self.final_endpoint
+
+        def result(value):
+            return (value, endpoints) if return_endpoints else value
+
+        unit = lambda f, k, s, name: Unit3D(  # noqa: E731
+            f, k, s, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, name=name
+        )
+
+        x = unit(64, (7, 7, 7), (2, 2, 2), "Conv3d_1a_7x7")(x, train)
+        if finish("Conv3d_1a_7x7", x):
+            return result(x)
+        x = max_pool_same(x, (1, 3, 3), (1, 2, 2))
+        if finish("MaxPool3d_2a_3x3", x):
+            return result(x)
+        x = unit(64, (1, 1, 1), (1, 1, 1), "Conv3d_2b_1x1")(x, train)
+        if finish("Conv3d_2b_1x1", x):
+            return result(x)
+        x = unit(192, (3, 3, 3), (1, 1, 1), "Conv3d_2c_3x3")(x, train)
+        if finish("Conv3d_2c_3x3", x):
+            return result(x)
+        x = max_pool_same(x, (1, 3, 3), (1, 2, 2))
+        if finish("MaxPool3d_3a_3x3", x):
+            return result(x)
+
+        pools = {
+            "Mixed_4b": ("MaxPool3d_4a_3x3", (3, 3, 3), (2, 2, 2)),
+            "Mixed_5b": ("MaxPool3d_5a_2x2", (2, 2, 2), (2, 2, 2)),
+        }
+        for block, channels in INCEPTION_CHANNELS.items():
+            if block in pools:
+                pool_name, window, strides = pools[block]
+                x = max_pool_same(x, window, strides)
+                if finish(pool_name, x):
+                    return result(x)
+            x = InceptionBlock(
+                channels,
+                batch_norm_scale=self.batch_norm_scale,
+                dtype=self.dtype,
+                name=block,
+            )(x, train)
+            if finish(block, x):
+                return result(x)
+
+        _, t, h, w, _ = x.shape
+        window = (min(2, t), min(7, h), min(7, w))
+        x = nn.avg_pool(x, window, strides=(1, 1, 1), padding="VALID")
+        # Spatial squeeze: [B, T', 1, 1, C] -> [B, T', C] (frames of 224 give 1x1).
+        features = jnp.mean(x, axis=(2, 3))
+        if finish("AvgPool", features.astype(jnp.float32)):
+            return result(features.astype(jnp.float32))
+        x = nn.Dropout(rate=self.dropout_rate, deterministic=not train)(x)
+        x = Unit3D(
+            self.num_classes,
+            (1, 1, 1),
+            use_batch_norm=False,
+            use_bias=True,
+            activation=None,
+            dtype=self.dtype,
+            name="Logits",
+        )(x, train)
+        per_time = jnp.mean(x, axis=(2, 3)).astype(jnp.float32)
+        if finish("LogitsPerTime", per_time):
+            return result(per_time)
+        logits = jnp.mean(per_time, axis=1)
+        finish("Logits", logits)
+        return result(logits)
