@@ -1,0 +1,66 @@
+"""Classification and feature extraction with a restored I3D."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from i3d_jax.checkpoints import ModelMetadata, load_pretrained
+from i3d_jax.models import ENDPOINTS
+
+
+@dataclass
+class LoadedModel:
+    metadata: ModelMetadata
+    variables: dict
+
+    @classmethod
+    def from_options(cls, weights: str | None = None, checkpoint: str | None = None):
+        """From a named pretrained set (default kinetics400-rgb) or a checkpoint dir."""
+        if checkpoint:
+            metadata, variables = load_pretrained(checkpoint)
+        else:
+            from i3d_jax.weights import load_weights
+
+            metadata, variables = load_weights(weights or "kinetics400-rgb")
+        return cls(metadata, variables)
+
+    def check_stream(self, stream: str):
+        if stream != self.metadata.stream:
+            raise ValueError(
+                f"--stream {stream} given, but the weights ({self.metadata.source or 'checkpoint'}) "
+                f"are for the {self.metadata.stream} stream ({self.metadata.in_channels} channels)"
+            )
+
+    def label(self, index: int) -> str:
+        labels = self.metadata.labels
+        return labels[index] if labels else f"class_{index}"
+
+    def endpoint_fn(self, endpoint: str, dtype=jnp.float32):
+        """A jitted function clip [T, H, W, C] -> the endpoint's output for it."""
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; choose one of {', '.join(ENDPOINTS)}")
+        model = self.metadata.build_model(final_endpoint=endpoint, dtype=dtype)
+        variables = jax.tree.map(jnp.asarray, self.variables)
+
+        @partial(jax.jit)
+        def run(clip):
+            out = model.apply(variables, clip[None], train=False)
+            return out[0].astype(jnp.float32)
+
+        return run
+
+
+def softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def top_k(loaded: LoadedModel, logits, k: int):
+    probs = softmax(logits)
+    order = np.argsort(-probs)[:k]
+    return [{"label": loaded.label(int(i)), "index": int(i), "prob": float(probs[i])} for i in order]

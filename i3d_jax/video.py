@@ -1,0 +1,127 @@
+"""Reading videos (PyAV, no system ffmpeg) and DeepMind's test preprocessing."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".gif", ".mov", ".m4v")
+TARGET_FPS = 25.0
+RESIZE_SHORT_SIDE = 256
+CROP_SIZE = 224
+
+
+class VideoDecodeError(ValueError):
+    """A video that cannot be read, named with its path."""
+
+
+def decode_video(path: str | Path, fps: float | None = TARGET_FPS, max_frames: int | None = None):
+    """Decodes `path` to uint8 RGB frames [T, H, W, 3].
+
+    With `fps`, frames are resampled to that rate the way ffmpeg's fps filter
+    does: each output time k/fps takes the last input frame shown at or
+    before it (duplicating or dropping frames as needed).
+    Returns (frames, source_fps).
+    """
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoDecodeError(f"{path}: no such file")
+    frames, times = [], []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate
+            source_fps = float(rate) if rate else None
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(frame.time)
+                # Enough input for the requested output frames (plus slack).
+                if max_frames and fps and frame.time is not None and frame.time * fps > max_frames + 1:
+                    break
+                if max_frames and not fps and len(frames) >= max_frames:
+                    break
+    except VideoDecodeError:
+        raise
+    except Exception as e:  # av.error.InvalidDataError and friends
+        raise VideoDecodeError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from None
+    if not frames:
+        raise VideoDecodeError(f"{path}: no frames could be decoded")
+    video = np.stack(frames)
+    if fps:
+        video = resample_frames(video, times, source_fps, fps)
+    if max_frames:
+        video = video[:max_frames]
+    return video, source_fps
+
+
+def resample_frames(video, times, source_fps, fps):
+    if any(t is None for t in times):
+        if not source_fps:
+            return video  # no timing at all: keep every frame
+        times = [i / source_fps for i in range(len(video))]
+    times = np.asarray(times, np.float64) - times[0]
+    # Duration covers the last frame for one source frame interval.
+    last = times[-1] + (1.0 / source_fps if source_fps else (times[-1] / max(len(times) - 1, 1)))
+    count = max(1, int(math.floor(last * fps + 1e-6)))
+    wanted = np.arange(count) / fps
+    index = np.searchsorted(times, wanted + 1e-6, side="right") - 1
+    return video[np.clip(index, 0, len(video) - 1)]
+
+
+def resize_short_side(video, size: int = RESIZE_SHORT_SIDE):
+    """Bilinear resize of every frame so its shorter side is `size`."""
+    _, h, w, _ = video.shape
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    if (new_h, new_w) == (h, w):
+        return video
+    return np.stack(
+        [np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.BILINEAR)) for f in video]
+    )
+
+
+def centre_crop(video, size: int = CROP_SIZE):
+    _, h, w, _ = video.shape
+    if h < size or w < size:
+        raise ValueError(f"cannot crop {size}x{size} from frames of {h}x{w}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return video[:, top : top + size, left : left + size]
+
+
+def to_network_range(video_uint8):
+    return video_uint8.astype(np.float32) / 255.0 * 2.0 - 1.0
+
+
+def load_clip(path: str | Path, max_frames: int | None = None, in_channels: int = 3):
+    """A network-ready clip [T, 224, 224, C] in [-1, 1] from a file.
+
+    Video files get DeepMind's preprocessing (25 fps, short side 256, centre
+    crop 224, [-1, 1]). A `.npy` array [T, H, W, C] is taken as already in
+    network range and used as it is.
+    """
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            clip = np.load(path, allow_pickle=False)
+        except Exception as e:
+            raise VideoDecodeError(f"{path}: not a readable .npy array ({e})") from None
+        if clip.ndim != 4 or clip.shape[-1] != in_channels:
+            raise ValueError(
+                f"{path}: expected an array [T, H, W, {in_channels}], got shape {clip.shape}"
+            )
+        clip = clip.astype(np.float32)
+        return clip[:max_frames] if max_frames else clip
+    if in_channels != 3:
+        raise ValueError(
+            f"{path}: the flow stream takes a .npy of flow [T, H, W, 2] in [-1, 1], "
+            "not a video file"
+        )
+    video, _ = decode_video(path, fps=TARGET_FPS, max_frames=max_frames)
+    return to_network_range(centre_crop(resize_short_side(video)))
