@@ -1,0 +1,96 @@
+"""The project's TFDS video datasets, registered with TFDS by importing this package.
+
+The builders live in the repository's `data/` folder (one folder per
+dataset, as `tfds build data/NAME` expects). Importing `i3d_jax.datasets`
+makes them reachable by name, offline:
+
+    import i3d_jax.datasets
+    builder = tfds.builder("kinetics/400", data_dir=...)
+
+Names: kinetics (configs 400, 600, 700 and *_flow), ucf101 and hmdb51
+(configs 1, 2, 3 and *_flow), synthetic_motion. While this package is
+imported, `ucf101` means this project's builder, not TFDS's catalogue one.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import importlib  # noqa: E402
+import logging  # noqa: E402
+
+import tensorflow_datasets as tfds  # noqa: E402  (TFDS imports TF only when it needs it)
+from tensorflow_datasets.core import registered, visibility  # noqa: E402
+from tensorflow_datasets.core.utils import gcs_utils  # noqa: E402
+
+BUILDER_NAMES = ("kinetics", "ucf101", "hmdb51", "synthetic_motion")
+
+
+def hide_gpus_from_tf() -> None:
+    """TF only reads data here: it must never take a GPU (or its memory) from JAX."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TF's runtime already started: it must not have seen a GPU
+        if tf.config.get_visible_devices("GPU"):
+            logging.getLogger(__name__).warning(
+                "TF started before i3d_jax could hide the GPUs from it; it may hold GPU memory")
+
+
+class _DropTfdsDtypeNotice(logging.Filter):
+    # TFDS 4.9.10's own Video feature reads its deprecated `dtype` and warns
+    # on every build and load; nothing a user can change.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`FeatureConnector.dtype` is deprecated" not in str(record.msg)
+
+
+def make_tfds_offline() -> None:
+    """TFDS never looks at GCS or the community index (both need the network).
+
+    TFDS 4.9.10 already leaves GCS off by default (`gcs_utils._is_gcs_disabled`);
+    this pins it, and hides community datasets, whose index TFDS reads from
+    gs:// whenever it lists builders or explains an unknown name.
+    """
+    gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
+    visibility.set_availables([visibility.DatasetType.TFDS_PUBLIC])
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropTfdsDtypeNotice) for f in absl_logger.filters):
+        absl_logger.addFilter(_DropTfdsDtypeNotice())
+
+
+def builder_class(name: str):
+    """The builder class for one of BUILDER_NAMES (imports its module from `data/`)."""
+    if name not in BUILDER_NAMES:
+        raise KeyError(f"unknown dataset {name!r}; this project builds {', '.join(BUILDER_NAMES)}")
+    with registered.skip_registration():
+        module = importlib.import_module(f"i3d_jax.datasets.builders.{name}_dataset_builder")
+    return module.Builder
+
+
+class _ProjectBuilders(registered.DatasetBuilderProvider):
+    """Serves this project's builders ahead of TFDS's own catalogue."""
+
+    def has_dataset(self, name: str) -> bool:
+        return name in BUILDER_NAMES
+
+    def get_builder_cls(self, name: str):
+        return builder_class(name)
+
+
+def register() -> None:
+    """Makes `tfds.builder(NAME)` find the builders in `data/` (idempotent)."""
+    make_tfds_offline()
+    providers = registered._DATASET_PROVIDER_REGISTRY  # pylint: disable=protected-access
+    if not any(isinstance(p, _ProjectBuilders) for p in providers):
+        registered.add_dataset_builder_provider(_ProjectBuilders(), index=0)
+
+
+def builder(name: str, *, data_dir=None, **kwargs) -> tfds.core.DatasetBuilder:
+    """`tfds.builder` for this project's datasets, never reaching for GCS."""
+    register()
+    return tfds.builder(name, data_dir=data_dir, try_gcs=False, **kwargs)
+
+
+register()
