@@ -39,11 +39,16 @@ def hide_gpus_from_tf() -> None:
                 "TF started before i3d_jax could hide the GPUs from it; it may hold GPU memory")
 
 
-class _DropTfdsDtypeNotice(logging.Filter):
-    # TFDS 4.9.10's own Video feature reads its deprecated `dtype` and warns
-    # on every build and load; nothing a user can change.
+class _DropTfdsInternalNotices(logging.Filter):
+    # TFDS 4.9.10 itself reads its deprecated `dtype` fields and calls
+    # `tf.map_fn(dtype=...)`, warning on every build and load; nothing a user
+    # of these datasets can change.
+    NOTICES = ("`FeatureConnector.dtype` is deprecated", "`TensorInfo.dtype` is deprecated",
+               "calling map_fn_v2 (from tensorflow.python.ops.map_fn) with dtype is deprecated")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "`FeatureConnector.dtype` is deprecated" not in str(record.msg)
+        message = str(record.msg) % record.args if record.args else str(record.msg)
+        return not any(notice in message for notice in self.NOTICES)
 
 
 def make_tfds_offline() -> None:
@@ -55,9 +60,10 @@ def make_tfds_offline() -> None:
     """
     gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
     visibility.set_availables([visibility.DatasetType.TFDS_PUBLIC])
-    absl_logger = logging.getLogger("absl")
-    if not any(isinstance(f, _DropTfdsDtypeNotice) for f in absl_logger.filters):
-        absl_logger.addFilter(_DropTfdsDtypeNotice())
+    for name in ("absl", "tensorflow"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTfdsInternalNotices) for f in logger.filters):
+            logger.addFilter(_DropTfdsInternalNotices())
 
 
 def builder_class(name: str):

@@ -299,15 +299,18 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     builder_config: VideoBuilderConfig
 
+    # The builder's own file and folder (data/NAME/), where its README.md and
+    # CITATIONS.bib are. TFDS 4.9.10 derives both from the top-level package,
+    # which names files that do not exist for modules served from data/, and
+    # on Python >= 3.9 needs importlib_resources, which it does not install.
     @tfds.core.utils.classproperty
     @classmethod
     def code_path(cls) -> epath.Path:
-        # The builder's own file (data/NAME/NAME_dataset_builder.py), where its
-        # README.md and CITATIONS.bib are. TFDS 4.9.10 derives it from the
-        # top-level package instead, which names a file that does not exist
-        # here, and on Python >= 3.9 needs importlib_resources, which it does
-        # not install.
         return epath.Path(inspect.getfile(cls))
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.pkg_dir_path = epath.Path(inspect.getfile(cls)).parent
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -1,0 +1,426 @@
+"""The tf.data input pipeline: clips from the TFDS video datasets, on the CPU.
+
+Training (`train_dataset`): an endless stream of batches. Each example gets
+a random start and `num_frames` frames `stride` apart (short videos loop), a
+random `crop_size` square, and a left-right flip half of the time. RGB and
+flow always get the same frames, crop and flip (flipping flow negates its x
+channel): every random choice for an example comes from one stateless seed,
+derived from the pipeline seed, the process and the example's position in
+the stream, so the stream is reproducible from the seed.
+
+Evaluation (`eval_dataset`): every video once, either whole (up to
+`max_frames`, looped when shorter, centre crop) or as `num_clips` evenly
+spaced clips times 1 or 3 crops. Each process reads its own part of the
+split; the last batch is padded and `mask` marks the real videos, so every
+process runs the same number of steps.
+
+Batches are dicts of numpy arrays (through `DatasetIterator`):
+  rgb   float [B, T, S, S, 3] in [-1, 1]       (train)
+        float [B, V, T, S, S, 3]               (eval; V views = clips x crops)
+  flow  float [B, (V,) T, S, S, 2] in [-1, 1]  (x then y; +-20 px -> +-1)
+  label int32 [B]
+  mask  bool [B], video_id bytes [B]           (eval only)
+
+`DatasetIterator.save` / `.restore` checkpoint the position in the stream
+(TF's symbolic iterator checkpoints: a few KB plus the shuffle buffer); each
+process saves its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from i3d_jax import datasets as project_datasets  # noqa: E402  (registers the builders)
+
+project_datasets.hide_gpus_from_tf()
+
+MODALITIES = ("rgb", "flow")
+CHANNELS = {"rgb": 3, "flow": 2}
+FEATURE = {"rgb": "video", "flow": "flow"}
+
+
+# --------------------------------------------------------------------------
+# Options
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipOptions:
+    """What a clip looks like: frames, spacing, crop, streams."""
+
+    num_frames: int = 64
+    stride: int = 1
+    crop_size: int = 224
+    # Resize frames so their short side is this before cropping (None: as stored).
+    resize_short_side: int | None = None
+    modalities: tuple[str, ...] = ("rgb",)
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, "
+                             f"got {self.modalities}")
+        if self.num_frames < 1 or self.stride < 1 or self.crop_size < 1:
+            raise ValueError(f"num_frames, stride and crop_size must be positive: {self}")
+
+
+# --------------------------------------------------------------------------
+# Reading
+
+
+def get_builder(dataset, data_dir=None) -> tfds.core.DatasetBuilder:
+    """A prepared builder from a name ("synthetic_motion", "kinetics/400") or a builder."""
+    if isinstance(dataset, tfds.core.DatasetBuilder):
+        return dataset
+    builder = project_datasets.builder(dataset, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"dataset {dataset!r} is not prepared in {builder.data_dir}; build it first "
+            f"(tfds build data/{dataset.split('/')[0]} --data_dir=...)")
+    return builder
+
+
+def _process_info(process_index, process_count):
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    return process_index, process_count
+
+
+def process_split(split: str, process_index: int, process_count: int) -> str:
+    """This process's part of `split`: contiguous, sizes differ by at most one."""
+    if process_count == 1:
+        return split
+    return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+
+
+def _check_modalities(builder, modalities):
+    missing = [m for m in modalities if FEATURE[m] not in builder.info.features]
+    if missing:
+        raise ValueError(f"{builder.info.full_name} has no {missing} (features: "
+                         f"{sorted(builder.info.features)}); build a *_flow config for flow")
+
+
+def _read(builder, split, *, modalities, shuffle, seed):
+    decoders = {FEATURE[m]: tfds.decode.SkipDecoding() for m in modalities}
+    read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
+                            decoders=decoders)
+    return ds
+
+
+# --------------------------------------------------------------------------
+# Clip operations (one example; all shapes static where the options fix them)
+
+
+def sample_clip_indices(num_available, num_frames: int, stride: int, seed):
+    """`num_frames` indices `stride` apart from a random start; videos shorter than
+    the span loop (indices wrap around)."""
+    span = (num_frames - 1) * stride + 1
+    max_start = tf.maximum(num_available - span, 0)
+    start = tf.random.stateless_uniform([], seed, minval=0, maxval=max_start + 1, dtype=tf.int32)
+    return (start + tf.range(num_frames) * stride) % num_available
+
+
+def evenly_spaced_clip_indices(num_available, num_frames: int, stride: int, num_clips: int):
+    """[num_clips, num_frames] indices of clips spread evenly over the video (looped if short)."""
+    span = (num_frames - 1) * stride + 1
+    last_start = tf.cast(tf.maximum(num_available - span, 0), tf.float32)
+    if num_clips == 1:
+        starts = tf.cast(tf.round(last_start / 2), tf.int32)[None]
+    else:
+        starts = tf.cast(tf.round(tf.linspace(0.0, last_start, num_clips)), tf.int32)
+    return (starts[:, None] + tf.range(num_frames)[None, :] * stride) % num_available
+
+
+def _decode_frames(encoded, modality, crop_window=None):
+    """Encoded frames [N] -> uint8 [N, h, w, C]; `crop_window` [y, x, h, w] decodes only that."""
+    channels = CHANNELS[modality]
+    if modality == "rgb":
+        if crop_window is not None:
+            def decode(b):
+                return tf.io.decode_and_crop_jpeg(b, crop_window, channels=3)
+        else:
+            def decode(b):
+                return tf.io.decode_jpeg(b, channels=3)
+    else:
+        def decode(b):
+            # Flow frames are 2-channel (grey + alpha) PNGs; decode_png refuses channels=2.
+            frame = tf.io.decode_png(b, channels=0)
+            if crop_window is not None:
+                frame = frame[crop_window[0]:crop_window[0] + crop_window[2],
+                              crop_window[1]:crop_window[1] + crop_window[3]]
+            return frame
+    frames = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(None, tf.uint8),
+                       parallel_iterations=16)
+    return tf.ensure_shape(frames, [None, None, None, channels])
+
+
+def _frame_size(encoded_rgb_or_flow, modality):
+    if modality == "rgb":
+        shape = tf.io.extract_jpeg_shape(encoded_rgb_or_flow[0])
+    else:
+        shape = tf.shape(tf.io.decode_png(encoded_rgb_or_flow[0], channels=0))
+    return shape[0], shape[1]
+
+
+def _resized(frames, modality, height, width, short_side):
+    """Bilinear resize to short side `short_side`; flow vectors scale with the frame."""
+    scale = short_side / tf.cast(tf.minimum(height, width), tf.float32)
+    new_h = tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32)
+    new_w = tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32)
+    new_h, new_w = tf.maximum(new_h, short_side), tf.maximum(new_w, short_side)
+    out = tf.image.resize(tf.cast(frames, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
+    if modality == "flow":
+        # uint8 -> pixels, scale, and back (values stay in the stored 0..255 range).
+        out = (out / 255.0 * 40.0 - 20.0) * scale
+        out = tf.clip_by_value((out + 20.0) * (255.0 / 40.0), 0.0, 255.0)
+    else:
+        out = tf.clip_by_value(out, 0.0, 255.0)
+    return out, new_h, new_w
+
+
+def _to_network(frames, modality, flipped, dtype):
+    """uint8 (or float 0..255) -> [-1, 1]; on a flip, flow's x component changes sign."""
+    x = tf.cast(frames, tf.float32) * (2.0 / 255.0) - 1.0
+    if modality == "flow":
+        sign = tf.where(flipped, tf.constant([-1.0, 1.0]), tf.constant([1.0, 1.0]))
+        x = x * sign
+    return tf.cast(x, dtype)
+
+
+def _check_crop(height, width, crop_size, video_id):
+    return tf.debugging.assert_greater_equal(
+        tf.minimum(height, width), crop_size,
+        message=tf.strings.format("frames smaller than the crop size in video {}", video_id))
+
+
+def train_clip(example, seed, options: ClipOptions, flip: bool = True):
+    """One training clip from an undecoded example; every random choice from `seed` [2]."""
+    time_seed, y_seed, x_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=4))
+    first = options.modalities[0]
+    encoded = {m: example[FEATURE[m]] for m in options.modalities}
+    num_available = tf.shape(encoded[first])[0]
+    indices = sample_clip_indices(num_available, options.num_frames, options.stride, time_seed)
+    selected = {m: tf.gather(encoded[m], indices) for m in options.modalities}
+    height, width = _frame_size(selected[first], first)
+    size = options.crop_size
+    flipped = (tf.random.stateless_uniform([], flip_seed) < 0.5) if flip else tf.constant(False)
+    dtype = tf.dtypes.as_dtype(options.dtype)
+
+    out = {}
+    if options.resize_short_side is None:
+        with tf.control_dependencies([_check_crop(height, width, size, example["video_id"])]):
+            top = tf.random.stateless_uniform([], y_seed, 0, height - size + 1, dtype=tf.int32)
+            left = tf.random.stateless_uniform([], x_seed, 0, width - size + 1, dtype=tf.int32)
+        window = tf.stack([top, left, size, size])
+        for m in options.modalities:
+            frames = _decode_frames(selected[m], m, window)
+            frames = tf.cond(flipped, lambda f=frames: tf.reverse(f, axis=[2]), lambda f=frames: f)
+            out[m] = tf.ensure_shape(_to_network(frames, m, flipped, dtype),
+                                     [options.num_frames, size, size, CHANNELS[m]])
+    else:
+        new_h = new_w = top = left = None
+        for m in options.modalities:
+            frames, new_h, new_w = _resized(_decode_frames(selected[m], m), m, height, width,
+                                            options.resize_short_side)
+            if top is None:
+                with tf.control_dependencies([_check_crop(new_h, new_w, size, example["video_id"])]):
+                    top = tf.random.stateless_uniform([], y_seed, 0, new_h - size + 1, dtype=tf.int32)
+                    left = tf.random.stateless_uniform([], x_seed, 0, new_w - size + 1, dtype=tf.int32)
+            frames = frames[:, top:top + size, left:left + size]
+            frames = tf.cond(flipped, lambda f=frames: tf.reverse(f, axis=[2]), lambda f=frames: f)
+            out[m] = tf.ensure_shape(_to_network(frames, m, flipped, dtype),
+                                     [options.num_frames, size, size, CHANNELS[m]])
+    out["label"] = tf.cast(example["label"], tf.int32)
+    return out
+
+
+def _crop_offsets(height, width, size, num_crops):
+    """[num_crops, 2] (top, left): the centre, or 3 crops along the longer side."""
+    centre = tf.stack([(height - size) // 2, (width - size) // 2])
+    if num_crops == 1:
+        return centre[None]
+    if num_crops != 3:
+        raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+    along_height = height > width
+    longest = tf.where(along_height, height, width)
+    positions = tf.stack([0, (longest - size) // 2, longest - size])
+    return tf.where(along_height,
+                    tf.stack([positions, tf.fill([3], centre[1])], axis=1),
+                    tf.stack([tf.fill([3], centre[0]), positions], axis=1))
+
+
+def eval_views(example, options: ClipOptions, *, num_clips: int, num_crops: int,
+               whole_video_frames: int | None):
+    """All views of one video: [V, T, S, S, C] per modality, V = clips x crops.
+
+    `whole_video_frames`: one clip of the first that many frames (looping a
+    shorter video), instead of `num_clips` clips of `options.num_frames`.
+    """
+    first = options.modalities[0]
+    encoded = {m: example[FEATURE[m]] for m in options.modalities}
+    num_available = tf.shape(encoded[first])[0]
+    if whole_video_frames:
+        indices = (tf.range(whole_video_frames) % num_available)[None]
+        num_clips, clip_frames = 1, whole_video_frames
+    else:
+        indices = evenly_spaced_clip_indices(num_available, options.num_frames, options.stride,
+                                             num_clips)
+        clip_frames = options.num_frames
+    # Decode each needed frame once, however many views share it.
+    unique, position = tf.unique(tf.reshape(indices, [-1]))
+    size = options.crop_size
+    dtype = tf.dtypes.as_dtype(options.dtype)
+    height, width = _frame_size(encoded[first], first)
+    out = {}
+    for m in options.modalities:
+        frames = _decode_frames(tf.gather(encoded[m], unique), m)
+        h, w = height, width
+        if options.resize_short_side is not None:
+            frames, h, w = _resized(frames, m, height, width, options.resize_short_side)
+        with tf.control_dependencies([_check_crop(h, w, size, example["video_id"])]):
+            offsets = _crop_offsets(h, w, size, num_crops)
+        clips = tf.reshape(tf.gather(frames, position), tf.concat(
+            [[num_clips, clip_frames], tf.shape(frames)[1:]], 0))
+        views = [clips[:, :, offsets[c, 0]:offsets[c, 0] + size, offsets[c, 1]:offsets[c, 1] + size]
+                 for c in range(num_crops)]
+        views = tf.reshape(tf.stack(views, axis=1),
+                           [num_clips * num_crops, clip_frames, size, size, CHANNELS[m]])
+        out[m] = _to_network(views, m, tf.constant(False), dtype)
+    out["label"] = tf.cast(example["label"], tf.int32)
+    out["video_id"] = example["video_id"]
+    out["mask"] = tf.constant(True)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Datasets
+
+
+def _options(threads: int | None):
+    options = tf.data.Options()
+    options.deterministic = True
+    # Checkpoints keep positions, not the decoded clips in flight.
+    options.experimental_symbolic_checkpoint = True
+    if threads:
+        options.threading.private_threadpool_size = threads
+    return options
+
+
+def example_seed(seed: int, process_index: int, position):
+    """The stateless seed [2] of the example at `position` of a process's stream."""
+    base = tf.random.experimental.stateless_fold_in(
+        tf.constant([seed, 0], tf.int64), tf.cast(process_index, tf.int64))
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(position, tf.int64))
+
+
+def train_dataset(dataset, *, batch_size: int, options: ClipOptions = ClipOptions(),
+                  split: str = "train", data_dir=None, seed: int = 0, shuffle_buffer: int = 64,
+                  flip: bool = True, process_index: int | None = None,
+                  process_count: int | None = None, threads: int | None = None,
+                  prefetch: int = 2) -> tf.data.Dataset:
+    """Endless training batches (per process: `batch_size` clips), reproducible from `seed`."""
+    builder = get_builder(dataset, data_dir)
+    _check_modalities(builder, options.modalities)
+    process_index, process_count = _process_info(process_index, process_count)
+    split = process_split(split, process_index, process_count)
+    ds = _read(builder, split, modalities=options.modalities, shuffle=True,
+               seed=seed * 1_000_003 + process_index)
+    if shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + process_index,
+                        reshuffle_each_iteration=True)
+    ds = ds.repeat().enumerate()
+
+    def transform(position, example):
+        return train_clip(example, example_seed(seed, process_index, position), options, flip)
+
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(prefetch).with_options(_options(threads))
+
+
+def eval_num_steps(builder, split: str, batch_size: int, process_count: int) -> int:
+    """Batches every process runs: enough for the largest process's share."""
+    largest = max(builder.info.splits[process_split(split, p, process_count)].num_examples
+                  for p in range(process_count))
+    return max(1, math.ceil(largest / batch_size))
+
+
+def eval_dataset(dataset, *, batch_size: int, options: ClipOptions = ClipOptions(),
+                 split: str = "test", data_dir=None, num_clips: int = 1, num_crops: int = 1,
+                 whole_video_frames: int | None = 250, process_index: int | None = None,
+                 process_count: int | None = None, threads: int | None = None,
+                 prefetch: int = 2) -> tuple[tf.data.Dataset, int]:
+    """Every video of this process's part of `split` once, padded to the common step count.
+
+    `whole_video_frames` (default 250): one view of the whole video up to that
+    many frames; None: `num_clips` evenly spaced clips of `options.num_frames`.
+    `num_crops`: 1 (centre) or 3 (along the longer side). Returns
+    (dataset, number of batches), the same number on every process.
+    """
+    if num_crops not in (1, 3):
+        raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+    builder = get_builder(dataset, data_dir)
+    _check_modalities(builder, options.modalities)
+    process_index, process_count = _process_info(process_index, process_count)
+    steps = eval_num_steps(builder, split, batch_size, process_count)
+    own_split = process_split(split, process_index, process_count)
+    count = builder.info.splits[own_split].num_examples
+    ds = _read(builder, own_split, modalities=options.modalities, shuffle=False, seed=0)
+    ds = ds.map(lambda e: eval_views(e, options, num_clips=num_clips, num_crops=num_crops,
+                                     whole_video_frames=whole_video_frames),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    padding = steps * batch_size - count
+    if padding:
+        blank = tf.nest.map_structure(
+            lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
+        blank.update(label=tf.constant(-1, tf.int32), mask=tf.constant(False),
+                     video_id=tf.constant(b""))
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(prefetch).with_options(_options(threads)), steps
+
+
+# --------------------------------------------------------------------------
+# Iteration and checkpoints
+
+
+class DatasetIterator:
+    """numpy batches from a tf.data dataset, with a checkpointable position.
+
+    `save(prefix)` writes TF checkpoint files `prefix.index` and
+    `prefix.data-*` (each process its own prefix, e.g.
+    `{workdir}/input/process_{index}/step_{step}`); `restore(prefix)` moves a
+    fresh iterator of the same pipeline (same dataset, options and seed) to
+    that position, so the stream continues exactly where it was saved.
+    """
+
+    def __init__(self, dataset: tf.data.Dataset):
+        self._iterator = iter(dataset)
+        self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch = next(self._iterator)
+        return tf.nest.map_structure(lambda t: t.numpy(), batch)
+
+    def save(self, prefix) -> str:
+        os.makedirs(os.path.dirname(os.fspath(prefix)) or ".", exist_ok=True)
+        return self._checkpoint.write(os.fspath(prefix))
+
+    def restore(self, prefix) -> None:
+        self._checkpoint.read(os.fspath(prefix)).assert_consumed()
