@@ -112,11 +112,15 @@ def _check_modalities(builder, modalities):
 
 
 def _read(builder, split, *, modalities, shuffle, seed):
-    decoders = {FEATURE[m]: tfds.decode.SkipDecoding() for m in modalities}
+    # Parse only what the clips need, and leave frames encoded: a clip
+    # decodes just its own frames, and only its crop of each JPEG.
+    wanted = [FEATURE[m] for m in modalities] + ["label", "video_id"]
+    decoders = tfds.decode.PartialDecoding(
+        {name: builder.info.features[name] for name in wanted},
+        decoders={FEATURE[m]: tfds.decode.SkipDecoding() for m in modalities})
     read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
-    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
-                            decoders=decoders)
-    return ds
+    return builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
+                              decoders=decoders)
 
 
 # --------------------------------------------------------------------------
