@@ -313,6 +313,9 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         cls.pkg_dir_path = epath.Path(inspect.getfile(cls)).parent
 
     def __init__(self, **kwargs):
+        from i3d_jax.datasets import hide_gpus_from_tf
+
+        hide_gpus_from_tf()  # TV-L1 flow runs in JAX, in this process
         super().__init__(**kwargs)
         # The build writes into a temporary folder renamed at the end; the
         # report names the final one.
