@@ -106,11 +106,9 @@ def _atomic_write(out: Path, write):
 def cmd_features(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".npy", ".npz"):
-        raise SystemExit(f"i3d-jax features: --out {out} must end in .npy or .npz")
+        raise ValueError(f"--out {out} must end in .npy or .npz")
     if out.suffix == ".npy" and len(args.videos) > 1:
-        raise SystemExit(
-            f"i3d-jax features: {len(args.videos)} videos need an .npz --out (keyed by path), not {out}"
-        )
+        raise ValueError(f"{len(args.videos)} videos need an .npz --out (keyed by path), not {out}")
     loaded = _load(args)
     run = loaded.endpoint_fn(args.endpoint, _dtype(args))
     features = {}
