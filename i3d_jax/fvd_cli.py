@@ -136,6 +136,11 @@ def open_source(label: str, path: str, allow_statistics: bool = True):
     return source
 
 
+def _check_frames_option(frames: int | None):
+    if frames is not None and frames < MIN_FRAMES:
+        raise ValueError(f"--frames {frames}: I3D's FVD embedding needs at least {MIN_FRAMES} frames")
+
+
 def _check_frames(source: VideoSet, frames: int | None):
     stored = source.first_shape[0]
     if frames is None and stored < MIN_FRAMES:
@@ -188,6 +193,7 @@ def _describe(item) -> str:
 
 
 def cmd_fvd(args) -> int:
+    _check_frames_option(args.frames)
     real = open_source("REAL", args.real)
     fake = open_source("FAKE", args.fake)
     sides = (real, fake)
@@ -278,6 +284,7 @@ def cmd_fvd_stats(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out {out} must end in .npz")
+    _check_frames_option(args.frames)
     source = open_source("VIDEOS", args.videos, allow_statistics=False)
     _check_frames(source, args.frames)
     embedding = args.embedding or "logits"

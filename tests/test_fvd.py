@@ -325,6 +325,8 @@ def test_cli_bad_inputs_give_clear_errors(tmp_path, capsys):
     assert "pass --frames 9" in error_of("fvd", p("nine.npy"), p("twelve.npy"))
     assert "fewer than --frames 12" in error_of("fvd", p("nine.npy"), p("twelve.npy"),
                                                 "--frames", "12")
+    assert "--frames 5: I3D's FVD embedding needs at least 9" in error_of(
+        "fvd", p("nine.npy"), p("nine.npy"), "--frames", "5")
     assert "holds statistics" in error_of("fvd-stats", p("logits.npz"), "--out", p("out.npz"))
     assert "must end in .npz" in error_of("fvd-stats", p("nine.npy"), "--out", p("out.npy"))
 
