@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 # TF and TFDS (imported by converters and data code) must stay off the GPU
@@ -14,6 +13,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from i3d_jax.atomic_file import write_atomically  # noqa: E402
 
 CONVERT_FORMATS = ("deepmind", "pytorch-i3d", "i3d-jax-pickle")
 
@@ -90,19 +91,6 @@ def cmd_predict(args) -> int:
     return 1 if args.failures else 0
 
 
-def _atomic_write(out: Path, write):
-    """Calls write(file) on a temporary file and renames it to `out` when done."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_features(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".npy", ".npz"):
@@ -119,9 +107,9 @@ def cmd_features(args) -> int:
         print("i3d-jax features: no video could be read; nothing written", file=sys.stderr)
         return 1
     if out.suffix == ".npy":
-        _atomic_write(out, lambda f: np.save(f, next(iter(features.values()))))
+        write_atomically(out, lambda f: np.save(f, next(iter(features.values()))))
     else:
-        _atomic_write(out, lambda f: np.savez(f, **features))
+        write_atomically(out, lambda f: np.savez(f, **features))
     print(f"wrote {out}", file=sys.stderr)
     return 1 if args.failures else 0
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from i3d_jax.atomic_file import atomic_output, write_atomically
 
 VIZ_SUFFIXES = (".gif", ".mp4")
 
@@ -50,22 +50,11 @@ def write_visualisation(path, flow, fps: float, max_magnitude: float | None = No
         # One scale for the whole clip, so colours compare across frames.
         max_magnitude = float(np.hypot(flow[..., 0], flow[..., 1]).max())
     frames = flow_to_colour(flow, max_magnitude)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         if path.suffix == ".gif":
             _write_gif(tmp, frames, fps)
         else:
             _write_mp4(tmp, frames, fps)
-        # mkstemp makes the file private; give it the permissions of a normal new file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_gif(path, frames, fps):
@@ -96,7 +85,6 @@ def _write_mp4(path, frames, fps):
 
 
 def cmd_flow(args) -> int:
-    from i3d_jax.cli import _atomic_write
     from i3d_jax.flow import TVL1Params, tvl1_flow
     from i3d_jax.video import VideoDecodeError
 
@@ -115,7 +103,7 @@ def cmd_flow(args) -> int:
     print(f"{args.video}: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]}, "
           f"{frames.shape[0] - 1} flow pairs", file=sys.stderr)
     flow = tvl1_flow(frames, batch_size=args.batch_size, progress=True, **params)
-    _atomic_write(out, lambda f: np.save(f, flow))
+    write_atomically(out, lambda f: np.save(f, flow))
     print(f"wrote {out}: flow {list(flow.shape)} float32 pixels (x, y), "
           f"max |flow| {float(np.hypot(flow[..., 0], flow[..., 1]).max()):.2f}", file=sys.stderr)
     if args.viz:

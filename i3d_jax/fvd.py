@@ -20,8 +20,6 @@ other codebases use.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from i3d_jax.atomic_file import write_atomically
 
 EMBEDDINGS = ("logits", "features")
 # I3D endpoint that each embedding is read from (both are then averaged over time).
@@ -184,15 +184,7 @@ class VideoSetStatistics:
             arrays["embedding"] = np.str_(self.embedding)
         if self.weights is not None:
             arrays["weights"] = np.str_(self.weights)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path):
