@@ -2,6 +2,7 @@
 import av
 import numpy as np
 import pytest
+from PIL import Image, ImageFilter
 
 from i3d_jax.video import (VideoDecodeError, centre_crop, decode_video, load_clip,
                            resize_short_side)
@@ -101,3 +102,26 @@ def test_corrupt_and_missing_videos_name_the_file(tmp_path):
         decode_video(corrupt)
     with pytest.raises(VideoDecodeError, match="absent.mp4: no such file"):
         decode_video(tmp_path / "absent.mp4")
+
+
+def test_flow_clip_from_a_video_is_tvl1_of_the_resized_frames_cropped(tmp_path):
+    # A textured frame moving 2 px right per frame: the flow stream's input
+    # is TV-L1 flow / 20, so x is about 0.1 in the interior and y about 0.
+    noise = np.random.default_rng(0).integers(0, 255, (256, 300), np.uint8)
+    texture = np.asarray(Image.fromarray(noise).filter(ImageFilter.GaussianBlur(2)))
+    path = tmp_path / "moving.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 256, 256, "bgr0"
+        for t in range(3):
+            frame = np.repeat(texture[:256, 20 - 2 * t : 276 - 2 * t, None], 3, axis=2)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    clip = load_clip(path, in_channels=2)
+    assert clip.shape == (2, 224, 224, 2)
+    interior = clip[:, 32:-32, 32:-32]
+    assert abs(float(np.median(interior[..., 0])) - 0.1) < 0.01
+    assert abs(float(np.median(interior[..., 1]))) < 0.01
+    assert load_clip(path, in_channels=2, max_frames=1).shape == (1, 224, 224, 2)
