@@ -178,12 +178,16 @@ def _frame_size(encoded_rgb_or_flow, modality):
     return shape[0], shape[1]
 
 
-def _resized(frames, modality, height, width, short_side):
-    """Bilinear resize to short side `short_side`; flow vectors scale with the frame."""
+def _resized_size(height, width, short_side):
     scale = short_side / tf.cast(tf.minimum(height, width), tf.float32)
     new_h = tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32)
     new_w = tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32)
-    new_h, new_w = tf.maximum(new_h, short_side), tf.maximum(new_w, short_side)
+    return tf.maximum(new_h, short_side), tf.maximum(new_w, short_side), scale
+
+
+def _resized(frames, modality, height, width, short_side):
+    """Bilinear resize to short side `short_side`; flow vectors scale with the frame."""
+    new_h, new_w, scale = _resized_size(height, width, short_side)
     out = tf.image.resize(tf.cast(frames, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
     if modality == "flow":
         # uint8 -> pixels, scale, and back (values stay in the stored 0..255 range).
@@ -223,30 +227,24 @@ def train_clip(example, seed, options: ClipOptions, flip: bool = True):
     flipped = (tf.random.stateless_uniform([], flip_seed) < 0.5) if flip else tf.constant(False)
     dtype = tf.dtypes.as_dtype(options.dtype)
 
-    out = {}
     if options.resize_short_side is None:
-        with tf.control_dependencies([_check_crop(height, width, size, example["video_id"])]):
-            top = tf.random.stateless_uniform([], y_seed, 0, height - size + 1, dtype=tf.int32)
-            left = tf.random.stateless_uniform([], x_seed, 0, width - size + 1, dtype=tf.int32)
-        window = tf.stack([top, left, size, size])
-        for m in options.modalities:
-            frames = _decode_frames(selected[m], m, window)
-            frames = tf.cond(flipped, lambda f=frames: tf.reverse(f, axis=[2]), lambda f=frames: f)
-            out[m] = tf.ensure_shape(_to_network(frames, m, flipped, dtype),
-                                     [options.num_frames, size, size, CHANNELS[m]])
+        crop_h, crop_w = height, width
     else:
-        new_h = new_w = top = left = None
-        for m in options.modalities:
-            frames, new_h, new_w = _resized(_decode_frames(selected[m], m), m, height, width,
-                                            options.resize_short_side)
-            if top is None:
-                with tf.control_dependencies([_check_crop(new_h, new_w, size, example["video_id"])]):
-                    top = tf.random.stateless_uniform([], y_seed, 0, new_h - size + 1, dtype=tf.int32)
-                    left = tf.random.stateless_uniform([], x_seed, 0, new_w - size + 1, dtype=tf.int32)
+        crop_h, crop_w, _ = _resized_size(height, width, options.resize_short_side)
+    with tf.control_dependencies([_check_crop(crop_h, crop_w, size, example["video_id"])]):
+        top = tf.random.stateless_uniform([], y_seed, 0, crop_h - size + 1, dtype=tf.int32)
+        left = tf.random.stateless_uniform([], x_seed, 0, crop_w - size + 1, dtype=tf.int32)
+    out = {}
+    for m in options.modalities:
+        if options.resize_short_side is None:
+            frames = _decode_frames(selected[m], m, tf.stack([top, left, size, size]))
+        else:
+            frames, _, _ = _resized(_decode_frames(selected[m], m), m, height, width,
+                                    options.resize_short_side)
             frames = frames[:, top:top + size, left:left + size]
-            frames = tf.cond(flipped, lambda f=frames: tf.reverse(f, axis=[2]), lambda f=frames: f)
-            out[m] = tf.ensure_shape(_to_network(frames, m, flipped, dtype),
-                                     [options.num_frames, size, size, CHANNELS[m]])
+        frames = tf.cond(flipped, lambda f=frames: tf.reverse(f, axis=[2]), lambda f=frames: f)
+        out[m] = tf.ensure_shape(_to_network(frames, m, flipped, dtype),
+                                 [options.num_frames, size, size, CHANNELS[m]])
     out["label"] = tf.cast(example["label"], tf.int32)
     return out
 

@@ -18,7 +18,9 @@ def frame_level(index: int) -> int:
 
 def write_video(path, num_frames: int = 12, fps: float = 25, width: int = 64, height: int = 48,
                 first_level: int = 0) -> Path:
-    """An MPEG-4 clip whose frame i is flat grey `frame_level(first_level + i)` (easy to identify after decoding)."""
+    """An MPEG-4 clip whose frame i is flat grey `frame_level(first_level + i)`.
+
+    Flat frames survive compression, so decoded frames name their source frame."""
     import av
 
     path = Path(path)

@@ -94,12 +94,13 @@ def kinetics_release(root: Path) -> Path:
     # Kinetics-700's test set has no labels.
     (root / "annotations" / "test.csv").write_text(
         "youtube_id,time_start,time_end,split\neeeeeeeeeee,0,10,test\n")
-    write_video(root / "train" / "abseiling" / "aaaaaaaaaa1_000010_000020.mp4", num_frames=15, fps=30)
-    write_video(root / "train" / "zumba" / "zz_z-zzzzz1_000000_000010.mp4", num_frames=10)
-    write_video(root / "train" / "passing American football (in game)" / "pppppppppp1_000000_000010.mp4",
+    train = root / "train"
+    write_video(train / "abseiling" / "aaaaaaaaaa1_000010_000020.mp4", num_frames=15, fps=30)
+    write_video(train / "zumba" / "zz_z-zzzzz1_000000_000010.mp4", num_frames=10)
+    write_video(train / "passing American football (in game)" / "pppppppppp1_000000_000010.mp4",
                 num_frames=4, width=48, height=64)
     write_video(root / "full" / "full_video_.mp4", num_frames=75)  # cut to 1-2 s
-    write_corrupt_video(root / "train" / "zumba" / "corruptvid5_000005_000015.mp4")
+    write_corrupt_video(train / "zumba" / "corruptvid5_000005_000015.mp4")
     write_video(root / "val" / "zumba" / "ddddddddddd_000003_000013.mp4", num_frames=8)
     write_video(root / "eeeeeeeeeee_000000_000010.mp4", num_frames=8)  # flat layout
     return root
@@ -121,7 +122,8 @@ def test_kinetics_builds_every_layout_and_reports_bad_clips(no_gcs, tmp_path, ca
     assert trimmed["label"] == 0 and trimmed["label_name"] == b"abseiling"
     # 15 frames at 30 fps are 0.5 s: 12 frames at 25 fps, each the last source frame shown.
     assert trimmed["video"].shape == (12, 256, 341, 3)
-    np.testing.assert_array_equal(decoded_levels(trimmed["video"]), [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13])
+    np.testing.assert_array_equal(decoded_levels(trimmed["video"]),
+                                  [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13])
     assert trimmed["fps"] == pytest.approx(30.0)
     # A full video is cut to its segment: 1 s to 2 s of 25 fps is source frames 25..49.
     cut = train["full_video__000001_000002"]
@@ -200,7 +202,8 @@ def ucf101_release(root: Path, archive: bool) -> Path:
             f"{label}/{name}.avi {i + 1}\n" for i, (label, names) in enumerate(videos.items())
             for name in names if train in name)
         splits[f"testlist0{n}.txt"] = "".join(
-            f"{label}/{name}.avi\n" for label, names in videos.items() for name in names if test in name)
+            f"{label}/{name}.avi\n" for label, names in videos.items() for name in names
+            if test in name)
     if archive:
         with zipfile.ZipFile(root / "UCF101TrainTestSplits-RecognitionTask.zip", "w") as z:
             for name, text in splits.items():
@@ -213,7 +216,8 @@ def ucf101_release(root: Path, archive: bool) -> Path:
 
 
 def test_ucf101_from_extracted_folders(no_gcs, tmp_path):
-    builder = build("ucf101/2", tmp_path / "data", ucf101_release(tmp_path / "manual", archive=False))
+    manual = ucf101_release(tmp_path / "manual", archive=False)
+    builder = build("ucf101/2", tmp_path / "data", manual)
     assert builder.info.features["label"].names == ["ApplyEyeMakeup", "HandstandPushups"]
     train, test = examples(builder, "train"), examples(builder, "test")
     assert sorted(train) == ["v_ApplyEyeMakeup_g01_c01", "v_HandStandPushups_g01_c01"]
@@ -247,7 +251,8 @@ def test_hmdb51_from_nested_rars_with_split_tags(no_gcs, tmp_path):
     for label, videos in tags.items():
         files = {f"{label}/{name}": write_video(source / label / name, num_frames=5).read_bytes()
                  for name in videos}
-        class_rars[f"hmdb51_org/{label}.rar"] = write_stored_rar(source / f"{label}.rar", files).read_bytes()
+        class_rar = write_stored_rar(source / f"{label}.rar", files)
+        class_rars[f"hmdb51_org/{label}.rar"] = class_rar.read_bytes()
     write_stored_rar(manual / "hmdb51_org.rar", class_rars)
     split_files = {}
     for n in (1, 2, 3):
@@ -259,8 +264,10 @@ def test_hmdb51_from_nested_rars_with_split_tags(no_gcs, tmp_path):
     builder = build("hmdb51/3", tmp_path / "data", manual)
     assert builder.info.features["label"].names == ["brush_hair", "cartwheel"]
     train, test = examples(builder, "train"), examples(builder, "test")
-    assert sorted(train) == ["April_brush_hair_u_nm_np1_ba_goo_0", "Bodenturnen_cartwheel_f_cm_np1_le_med_1"]
-    assert sorted(test) == ["April_brush_hair_u_nm_np1_ba_goo_1", "Bodenturnen_cartwheel_f_cm_np1_le_med_0"]
+    assert sorted(train) == ["April_brush_hair_u_nm_np1_ba_goo_0",
+                             "Bodenturnen_cartwheel_f_cm_np1_le_med_1"]
+    assert sorted(test) == ["April_brush_hair_u_nm_np1_ba_goo_1",
+                            "Bodenturnen_cartwheel_f_cm_np1_le_med_0"]
     assert test["Bodenturnen_cartwheel_f_cm_np1_le_med_0"]["label"] == 1
     assert train["April_brush_hair_u_nm_np1_ba_goo_0"]["video"].shape == (5, 256, 341, 3)
 

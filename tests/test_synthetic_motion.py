@@ -7,6 +7,7 @@ from scipy import ndimage
 import i3d_jax.datasets as datasets
 from i3d_jax.datasets.synthetic_motion import CLASS_NAMES, MOTIONS, clip_rng, render_clip
 
+TINY = dict(num_frames=6, height=32, width=40)
 NOISE_LEVEL = 2.6  # mean |difference| of two frames' pixel noise (std 2 each) is about 2.3
 
 
@@ -28,8 +29,8 @@ def test_clips_are_a_function_of_seed_split_and_index():
 
 def _frame_features(frame):
     grey = frame.mean(-1)
-    return np.concatenate([frame.mean((0, 1)), frame.std((0, 1)),
-                           [np.abs(np.diff(grey, axis=0)).mean(), np.abs(np.diff(grey, axis=1)).mean()]])
+    edges = [np.abs(np.diff(grey, axis=0)).mean(), np.abs(np.diff(grey, axis=1)).mean()]
+    return np.concatenate([frame.mean((0, 1)), frame.std((0, 1)), edges])
 
 
 def _motion_features(clip):
@@ -66,10 +67,12 @@ def test_one_frame_cannot_tell_the_class_but_motion_can():
         frame_accuracy = _nearest_centroid_accuracy(
             np.stack([_frame_features(c[t]) for c in clips]), labels)
         assert frame_accuracy < chance + 0.12, f"frame {t} tells the class ({frame_accuracy:.2f})"
-    motion_accuracy = _nearest_centroid_accuracy(np.stack([_motion_features(c) for c in clips]), labels)
+    motion_accuracy = _nearest_centroid_accuracy(
+        np.stack([_motion_features(c) for c in clips]), labels)
     assert motion_accuracy > 0.8, motion_accuracy
     # The average frame of every class is the same flat grey, up to sampling noise.
-    class_means = np.stack([clips[labels == c].mean(axis=(0, 1, 2, 3)) for c in range(len(MOTIONS))])
+    class_means = np.stack([clips[labels == c].mean(axis=(0, 1, 2, 3))
+                            for c in range(len(MOTIONS))])
     assert np.abs(class_means - class_means.mean(0)).max() < 3
 
 
@@ -83,8 +86,9 @@ def test_true_flow_carries_each_frame_onto_the_next(label):
 
     def residual(u):
         # Frame 1 sampled where flow sends frame 0's pixels; the scene wraps around the edges.
-        warped = np.stack([ndimage.map_coordinates(frames[1][..., c], [y + u[..., 1], x + u[..., 0]],
-                                                   order=1, mode="grid-wrap") for c in range(3)], -1)
+        where = [y + u[..., 1], x + u[..., 0]]
+        warped = np.stack([ndimage.map_coordinates(frames[1][..., c], where, order=1,
+                                                   mode="grid-wrap") for c in range(3)], -1)
         return np.abs(warped - frames[0])[moving].mean()
 
     with_flow = residual(flow[0])
@@ -112,8 +116,8 @@ def test_built_dataset_holds_the_rendered_clips(tmp_path):
     assert sorted(e["label"] for e in train) == sorted(list(range(8)) * 2)
     for example in train:
         index = int(example["video_id"].decode().split("_")[1])
-        frames, _ = render_clip(example["label"], clip_rng(4, 0, index), num_frames=6, height=32, width=40)
-        other, _ = render_clip(example["label"], clip_rng(4, 0, index + 8), num_frames=6, height=32, width=40)
+        frames, _ = render_clip(example["label"], clip_rng(4, 0, index), **TINY)
+        other, _ = render_clip(example["label"], clip_rng(4, 0, index + 8), **TINY)
         assert example["video"].shape == (6, 32, 40, 3)
         error = np.abs(example["video"].astype(int) - frames).mean()  # JPEG's
         assert error < 8 and error < 0.3 * np.abs(example["video"].astype(int) - other).mean()
@@ -128,7 +132,7 @@ def test_built_dataset_stores_the_quantised_true_flow(tmp_path):
     builder.download_and_prepare()
     for example in tfds.as_numpy(builder.as_dataset(split="test")):
         index = int(example["video_id"].decode().split("_")[1])
-        _, flow = render_clip(example["label"], clip_rng(4, 2, index), num_frames=6, height=32, width=40)
+        _, flow = render_clip(example["label"], clip_rng(4, 2, index), **TINY)
         expected = flow_module.quantize_flow(flow)
         assert example["flow"].shape == (6, 32, 40, 2)
         np.testing.assert_array_equal(example["flow"][:5], expected)

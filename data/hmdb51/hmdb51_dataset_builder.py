@@ -14,6 +14,7 @@ from i3d_jax.datasets.video_builder import ClipSource, VideoBuilderConfig, Video
 
 log = logging.getLogger(__name__)
 
+HOMEPAGE = "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/"
 VIDEO_ARCHIVE = "hmdb51_org.rar"
 SPLITS_ARCHIVE = "test_train_splits.rar"
 SPLIT_FILE = re.compile(r"^(?P<label>.+)_test_split(?P<split>[123])\.txt$")
@@ -60,8 +61,7 @@ class Builder(VideoDatasetBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.video_info(
-            homepage="https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/")
+        return self.video_info(homepage=HOMEPAGE)
 
     @property
     def split_number(self) -> int:

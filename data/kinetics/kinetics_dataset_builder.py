@@ -1,4 +1,4 @@
-"""kinetics: Kinetics-400, -600 and -700 from the official annotation CSVs and your downloaded clips."""
+"""kinetics: Kinetics-400, -600 and -700 from the official annotation CSVs and your clips."""
 from __future__ import annotations
 
 import csv

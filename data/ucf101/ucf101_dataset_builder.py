@@ -79,9 +79,10 @@ class Builder(VideoDatasetBuilder):
         n = self.split_number
         return {
             split: self._generate_examples(
-                sources=self._sources(lists / f"{prefix}list0{n}.txt", videos, by_lower, label_index),
+                sources=self._sources(lists / f"{split}list0{n}.txt", videos, by_lower,
+                                      label_index),
                 split=split)
-            for split, prefix in (("train", "train"), ("test", "test"))
+            for split in ("train", "test")
         }
 
     @staticmethod
@@ -116,7 +117,8 @@ class Builder(VideoDatasetBuilder):
             entry = PurePosixPath(entry.replace("\\", "/"))
             class_name = entry.parent.name
             if class_name not in label_index:
-                raise ValueError(f"{list_path}: class {class_name!r} of {entry} is not in classInd.txt")
+                raise ValueError(
+                    f"{list_path}: class {class_name!r} of {entry} is not in classInd.txt")
             # File names and folders disagree in case in places (HandStandPushups).
             path = videos.get(entry.name) or by_lower.get(entry.name.lower())
             sources.append(ClipSource(entry.stem, label_index[class_name], class_name,

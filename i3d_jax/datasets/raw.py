@@ -64,7 +64,8 @@ def decode_segment(path, start: float, end: float | None, fps: float = 25.0):
                                backward=True, any_frame=False)
             for frame in container.decode(stream):
                 if frame.time is None:
-                    raise VideoDecodeError(f"{path}: frames carry no time stamps, cannot cut a segment")
+                    raise VideoDecodeError(
+                        f"{path}: frames carry no time stamps, cannot cut a segment")
                 t = frame.time - origin
                 if end is not None and t >= end:
                     break
@@ -160,6 +161,6 @@ def _extract_with_libarchive(archive: Path, target: Path) -> None:
 
 
 def extract_nested_archives(root, suffix: str = ".rar") -> None:
-    """Unpacks archives found inside an extracted folder next to themselves (HMDB-51's per-class RARs)."""
+    """Unpacks archives inside an extracted folder beside themselves (HMDB-51's per-class RARs)."""
     for inner in find_files(root, f"*{suffix}"):
         extract_archive(inner, inner.with_suffix(""))

@@ -67,7 +67,8 @@ def _waves(cos_x, sin_x, cos_y, sin_y, weights):
     """
     num_frames, width, height = cos_x.shape[1], cos_x.shape[2], cos_y.shape[2]
     rows = np.concatenate([cos_y, sin_y], 0).transpose(1, 2, 0)  # [T, H, 2K]
-    columns = np.concatenate([cos_x, -sin_x], 0)[..., None] * np.concatenate([weights, weights], 0)[:, None, None]
+    columns = (np.concatenate([cos_x, -sin_x], 0)[..., None]
+               * np.concatenate([weights, weights], 0)[:, None, None])
     columns = columns.transpose(1, 0, 2, 3).reshape(num_frames, -1, width * weights.shape[1])
     return np.matmul(rows, columns).reshape(num_frames, height, width, weights.shape[1])
 
@@ -97,13 +98,15 @@ def render_clip(label: int, rng: np.random.Generator, *, num_frames: int, height
     angle0 = np.float32(rng.uniform(0, 2 * np.pi))
     cycles = rng.uniform(1.5, 4.0, _DISK_WAVES) / (2 * radius)
     orientation = rng.uniform(0, 2 * np.pi, _DISK_WAVES)
-    disk_k = np.stack([cycles * np.cos(orientation), cycles * np.sin(orientation)], -1).astype(np.float32)
+    disk_k = np.stack([cycles * np.cos(orientation), cycles * np.sin(orientation)], -1)
+    disk_k = disk_k.astype(np.float32)
     disk_phase = rng.uniform(0, 2 * np.pi, _DISK_WAVES).astype(np.float32)
     disk_weights = _colour_weights(rng, _DISK_WAVES)
 
     if motion.kind == "translate":
         sign = rng.choice([-1.0, 1.0]) if motion.direction[0] else 1.0
-        velocity = np.array([sign * motion.direction[0], motion.direction[1]], np.float32) * motion.speed
+        velocity = motion.speed * np.array([sign * motion.direction[0], motion.direction[1]],
+                                           np.float32)
         spin = np.float32(0.0)
     else:
         velocity = np.zeros(2, np.float32)

@@ -10,15 +10,14 @@ skipped and listed in a build report beside the prepared data.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import inspect
 import io
 import json
-import collections
-import concurrent.futures
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -26,10 +25,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
-# TF itself is imported on first use, so build worker processes (which only
-# decode and encode frames) start without it.
+# TF itself (seconds to import, hundreds of MB) loads on first use, so
+# importing the builders and the synthetic renderer stays light.
 from tensorflow_datasets.core.utils.lazy_imports_utils import tensorflow as tf
 
+from i3d_jax.atomic_file import write_atomically
 from i3d_jax.video import VideoDecodeError, decode_video, resize_short_side
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,8 @@ def repeat_last_field(fields: np.ndarray, num_frames: int) -> np.ndarray:
     """[T-1, H, W, 2] -> [T, H, W, 2] by repeating the last field."""
     if len(fields) != max(num_frames - 1, 1):
         raise ValueError(
-            f"expected {max(num_frames - 1, 1)} flow fields for {num_frames} frames, got {len(fields)}"
+            f"expected {max(num_frames - 1, 1)} flow fields for {num_frames} frames, "
+            f"got {len(fields)}"
         )
     if num_frames == len(fields):
         return fields
@@ -218,7 +219,8 @@ class ClipEncoder:
 
 
 def make_example(*, video_id: str, label: int, label_name: str, frames: np.ndarray,
-                 source_fps: float | None, jpeg_quality: int, flow_u8: np.ndarray | None = None) -> dict:
+                 source_fps: float | None, jpeg_quality: int,
+                 flow_u8: np.ndarray | None = None) -> dict:
     """The stored example (see `video_features`) from uint8 frames and optional uint8 flow."""
     example = {
         "video": encode_jpeg_frames(frames, jpeg_quality),
@@ -246,7 +248,6 @@ def write_build_report(directory, *, dataset: str, split: str, num_sources: int,
                        failures: Sequence[dict], final_directory=None) -> Path:
     """Writes `build_report-{split}.json` (atomically) and logs the count."""
     directory = Path(os.fspath(directory))
-    directory.mkdir(parents=True, exist_ok=True)
     failures = sorted(failures, key=lambda f: f["video_id"])
     missing = sum(f["problem"] == "missing" for f in failures)
     report = {
@@ -259,10 +260,7 @@ def write_build_report(directory, *, dataset: str, split: str, num_sources: int,
         "skipped": failures,
     }
     path = directory / f"{REPORT_PREFIX}{split}.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: f.write(json.dumps(report, indent=1).encode()))
     shown = Path(os.fspath(final_directory)) / path.name if final_directory else path
     if failures:
         log.warning("%s %s: skipped %d of %d clips (%d missing, %d undecodable); see %s",

@@ -22,6 +22,7 @@ if not BUILDERS_DIR.is_dir():
         "data/ folder; set I3D_JAX_BUILDERS_DIR to it)"
     )
 
-__path__ = [str(d) for d in sorted(BUILDERS_DIR.iterdir())  # noqa: F811 (a package spread over data/*)
+# A package spread over data/*: each builder folder is a search location.
+__path__ = [str(d) for d in sorted(BUILDERS_DIR.iterdir())  # noqa: F811
             if d.is_dir() and any(d.glob("*_dataset_builder.py"))]
 
