@@ -1,7 +1,8 @@
 """Linen modules, one file per architecture family."""
 from i3d_jax.models.i3d import ENDPOINTS, InceptionI3d
+from i3d_jax.models.inception_v1 import ENDPOINTS_2D, InceptionV1
 
-ARCHITECTURES = {"i3d": InceptionI3d}
+ARCHITECTURES = {"i3d": InceptionI3d, "inception_v1": InceptionV1}
 
 
 def build_model(architecture: str, **kwargs):
@@ -13,4 +14,4 @@ def build_model(architecture: str, **kwargs):
     return ARCHITECTURES[architecture](**kwargs)
 
 
-__all__ = ["ARCHITECTURES", "ENDPOINTS", "InceptionI3d", "build_model"]
+__all__ = ["ARCHITECTURES", "ENDPOINTS", "ENDPOINTS_2D", "InceptionI3d", "InceptionV1", "build_model"]
