@@ -96,6 +96,7 @@ class Unit(nn.Module):
     use_bias: bool = False
     activation: Callable[[Any], Any] | None = nn.relu
     dtype: Any = jnp.float32
+    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -107,6 +108,7 @@ class Unit(nn.Module):
             use_bias=self.use_bias,
             dtype=self.dtype,
             param_dtype=jnp.float32,
+            kernel_init=self.kernel_init,
             name=f"conv_{len(self.kernel_shape)}d",
         )(x)
         if self.use_batch_norm:
