@@ -136,7 +136,8 @@ def read_labels(path) -> list[str]:
 
 
 def convert_checkpoint(fmt: str, src: str, stream: str | None = None, fold_scale: bool = False):
-    """(variables, ModelMetadata) of an external checkpoint, checked against I3D."""
+    """(variables, ModelMetadata) of an external checkpoint, checked against its
+    model: I3D, or our 2D Inception-v1 for tf-slim and torchvision."""
     from i3d_jax.checkpoints import ModelMetadata
     from i3d_jax.convert import common
     from i3d_jax.convert.inception_v1 import INCEPTION_V1_FORMATS, convert_inception_v1_checkpoint

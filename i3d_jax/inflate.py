@@ -22,6 +22,7 @@ init is computed): then a classifier of another size is initialised as
 flax initialises a new conv (LeCun normal kernel, zero bias) and a
 BatchNorm scale the source lacks starts at 1.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -67,8 +68,10 @@ def source_key(path: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _has_scale(variables) -> bool:
-    return any(path[-2:] == ("batch_norm", "scale")
-               for path in traverse_util.flatten_dict(variables["params"]))
+    return any(
+        path[-2:] == ("batch_norm", "scale")
+        for path in traverse_util.flatten_dict(variables["params"])
+    )
 
 
 def _fresh(path: tuple[str, ...], initial, rng):
@@ -150,8 +153,9 @@ def _with_subtree(variables, path, sub):
     return variables
 
 
-def init_from_inception_v1(architecture: str, initial, source, origin: str = "2D Inception-v1",
-                           rng=None):
+def init_from_inception_v1(
+    architecture: str, initial, source, origin: str = "2D Inception-v1", rng=None
+):
     """`initial` variables of `architecture` with each of its Inception-v1
     networks taken from the 2D `source` (inflated where 3D); the layers the
     architecture adds (LSTM, fusion, classifiers of other sizes) keep their

@@ -1,4 +1,5 @@
 """`i3d-jax inflate`: an ImageNet Inception-v1 into an I3D Orbax checkpoint."""
+
 from __future__ import annotations
 
 import sys
@@ -27,8 +28,14 @@ def read_source(fmt: str, src: str):
     raise ValueError(f"unknown source format {fmt!r}; choose one of {', '.join(SOURCES)}")
 
 
-def inflate_checkpoint(fmt: str, src: str, stream: str = "rgb", num_classes: int | None = None,
-                       keep_batch_norm_scale: bool = False, seed: int = 0):
+def inflate_checkpoint(
+    fmt: str,
+    src: str,
+    stream: str = "rgb",
+    num_classes: int | None = None,
+    keep_batch_norm_scale: bool = False,
+    seed: int = 0,
+):
     """(I3D variables, ModelMetadata) inflated from a 2D Inception-v1."""
     import jax
 
@@ -36,10 +43,14 @@ def inflate_checkpoint(fmt: str, src: str, stream: str = "rgb", num_classes: int
     from i3d_jax.convert.common import expected_variables
     from i3d_jax.inflate import inflate_variables
 
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"--num-classes {num_classes}: need at least one class")
     source, source_meta = read_source(fmt, src)
     if source_meta.in_channels != 3:
-        raise ValueError(f"{src}: first conv takes {source_meta.in_channels} channels; "
-                         "inflation starts from an RGB (3-channel) Inception-v1")
+        raise ValueError(
+            f"{src}: first conv takes {source_meta.in_channels} channels; "
+            "inflation starts from an RGB (3-channel) Inception-v1"
+        )
     in_channels = STREAM_CHANNELS[stream]
     metadata = ModelMetadata(
         architecture="i3d",
@@ -73,9 +84,12 @@ def cmd_inflate(args) -> int:
         f"classifier inflated ({metadata.num_classes} classes)"
         if metadata.num_classes == source_meta.num_classes
         else f"classifier re-initialised for {metadata.num_classes} classes "
-             f"(the source has {source_meta.num_classes})"
+        f"(the source has {source_meta.num_classes})"
     )
-    print(f"wrote {args.out}: i3d {metadata.stream} stream ({metadata.in_channels} channels), {classifier}")
+    print(
+        f"wrote {args.out}: i3d {metadata.stream} stream "
+        f"({metadata.in_channels} channels), {classifier}"
+    )
     return 0
 
 
@@ -84,22 +98,37 @@ def register(subparsers):
         "inflate",
         help="2D ImageNet Inception-v1 -> I3D checkpoint (the paper's initialisation)",
         description="Inflates a 2D Inception-v1 into I3D: kernels repeated along time and divided "
-                    "by their temporal size, BatchNorm copied; for flow, the first conv's RGB "
-                    "filters averaged and repeated to 2 channels.",
+        "by their temporal size, BatchNorm copied; for flow, the first conv's RGB "
+        "filters averaged and repeated to 2 channels.",
     )
-    parser.add_argument("--from", dest="format", required=True, choices=SOURCES,
-                        help="flax: an Orbax checkpoint of our inception_v1 written by "
-                             "`i3d-jax convert`; tf-slim / torchvision: their ImageNet checkpoints")
-    parser.add_argument("src", help="checkpoint directory (flax), TF checkpoint prefix or .npz (tf-slim), "
-                                    ".pth or .npz (torchvision)")
+    parser.add_argument(
+        "--from",
+        dest="format",
+        required=True,
+        choices=SOURCES,
+        help="flax: an Orbax checkpoint of our inception_v1 written by "
+        "`i3d-jax convert`; tf-slim / torchvision: their ImageNet checkpoints",
+    )
+    parser.add_argument(
+        "src",
+        help="checkpoint directory (flax), TF checkpoint prefix or .npz (tf-slim), "
+        ".pth or .npz (torchvision)",
+    )
     parser.add_argument("--out", required=True, help="output checkpoint directory")
     parser.add_argument("--stream", choices=("rgb", "flow"), default="rgb")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classes of the I3D (default: the source's, whose classifier is then "
-                             "inflated; another number re-initialises it)")
-    parser.add_argument("--keep-batch-norm-scale", action="store_true",
-                        help="keep a source's BatchNorm gamma (torchvision) as a scale instead of "
-                             "folding it into the convs (I3D has none)")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes of the I3D (default: the source's, whose classifier is then "
+        "inflated; another number re-initialises it)",
+    )
+    parser.add_argument(
+        "--keep-batch-norm-scale",
+        action="store_true",
+        help="keep a source's BatchNorm gamma (torchvision) as a scale instead of "
+        "folding it into the convs (I3D has none)",
+    )
     parser.add_argument("--labels", default=None, help="class names, one a line, in output order")
     parser.add_argument("--seed", type=int, default=0, help="seed of a re-initialised classifier")
     parser.add_argument("--overwrite", action="store_true")

@@ -7,6 +7,7 @@ cost analysis of the compiled inference forward pass on one clip; XLA
 counts a multiply-add as two FLOPs. Nothing is run at full size: the
 forward pass is only traced and compiled.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,9 @@ def abstract_variables(model, inputs):
 
 def forward_flops(model, variables, inputs) -> float:
     """XLA's FLOP count of `model`'s inference forward pass on `inputs`."""
-    compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, inputs).compile()
+    compiled = (
+        jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, inputs).compile()
+    )
     cost = compiled.cost_analysis()
     # Older JAX returns one dict per device program.
     if isinstance(cost, (list, tuple)):
@@ -69,9 +72,11 @@ def cmd_summary(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{summary['arch']}: {summary['params']:,} parameters, "
-              f"{summary['flops'] / 1e9:.1f} GFLOPs per clip ({_describe_input(args.arch)}; "
-              "XLA cost analysis of the inference forward pass)")
+        print(
+            f"{summary['arch']}: {summary['params']:,} parameters, "
+            f"{summary['flops'] / 1e9:.1f} GFLOPs per clip ({_describe_input(args.arch)}; "
+            "XLA cost analysis of the inference forward pass)"
+        )
     return 0
 
 
@@ -81,8 +86,16 @@ def register(subparsers):
     )
     parser.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
     parser.add_argument("--json", action="store_true", help='print {"arch", "params", "flops"}')
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classes (default: the architecture's, 400 for Kinetics)")
-    parser.add_argument("--width-multiplier", type=float, default=1.0,
-                        help="scale every layer's channels (the paper's models are 1)")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes (default: the architecture's, 400 for Kinetics)",
+    )
+    parser.add_argument(
+        "--width-multiplier",
+        type=float,
+        default=1.0,
+        help="scale every layer's channels (the paper's models are 1)",
+    )
     parser.set_defaults(func=cmd_summary)

@@ -1,6 +1,7 @@
 """The paper's five architectures: parameter counts against Table 1, shapes at
 the paper's input sizes (traced only), and one forward pass and one gradient
 step of each at tiny width on CPU."""
+
 import json
 import math
 
@@ -46,12 +47,19 @@ def test_inception_v1_with_gamma_has_torchvision_googlenet_parameter_count():
 PAPER_SHAPES = {
     "i3d": {"Logits": (1, 400), "AvgPool": (1, 7, 1024), "Mixed_5c": (1, 8, 7, 7, 1024)},
     "inception_v1": {"Logits": (1, 1000), "Mixed_5c": (1, 7, 7, 1024)},
-    "convnet_lstm": {"Logits": (1, 400), "AvgPool": (1, 25, 1024), "LSTM": (1, 25, 512),
-                     "LogitsPerTime": (1, 25, 400)},
+    "convnet_lstm": {
+        "Logits": (1, 400),
+        "AvgPool": (1, 25, 1024),
+        "LSTM": (1, 25, 512),
+        "LogitsPerTime": (1, 25, 400),
+    },
     "conv3d": {"Logits": (1, 400), "pool5": (1, 1, 4, 4, 512), "fc7": (1, 4096)},
     "two_stream": {"Logits": (1, 400), "rgb_logits": (1, 400), "flow_logits": (1, 400)},
-    "two_stream_fused": {"Logits": (1, 400), "Mixed_5c": (1, 5, 7, 7, 2048),
-                         "Conv3d_fusion_3x3": (1, 5, 7, 7, 512)},
+    "two_stream_fused": {
+        "Logits": (1, 400),
+        "Mixed_5c": (1, 5, 7, 7, 2048),
+        "Conv3d_fusion_3x3": (1, 5, 7, 7, 512),
+    },
     "two_stream_i3d": {"Logits": (1, 400), "rgb_logits": (1, 400), "flow_logits": (1, 400)},
 }
 
@@ -114,13 +122,19 @@ def test_tiny_forward_and_gradient_step(arch):
 
     def loss_fn(params):
         (logits, endpoints), updates = model.apply(
-            {"params": params, "batch_stats": variables["batch_stats"]}, inputs, train=True,
-            return_endpoints=True, rngs={"dropout": dropout}, mutable=["batch_stats"],
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            inputs,
+            train=True,
+            return_endpoints=True,
+            rngs={"dropout": dropout},
+            mutable=["batch_stats"],
         )
         if arch == "convnet_lstm":  # the paper's loss at every time step
             per_time = endpoints["LogitsPerTime"]
             step_labels = jnp.broadcast_to(labels[:, None], per_time.shape[:2])
-            return optax.softmax_cross_entropy_with_integer_labels(per_time, step_labels).mean(), updates
+            return optax.softmax_cross_entropy_with_integer_labels(
+                per_time, step_labels
+            ).mean(), updates
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
 
     step = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), compiler_options=FAST_COMPILE)

@@ -1,6 +1,7 @@
 """2D -> 3D inflation: the boring-video fixed point, layer by layer and end to
 end, the flow stream's first conv, classifiers, and every Inception-based
 architecture's `init_from`."""
+
 import math
 
 import chex
@@ -24,14 +25,18 @@ CLASSES = 10
 
 
 def _source(batch_norm_scale=False, width=WIDTH):
-    model = InceptionV1(num_classes=CLASSES, width_multiplier=width, batch_norm_scale=batch_norm_scale)
+    model = InceptionV1(
+        num_classes=CLASSES, width_multiplier=width, batch_norm_scale=batch_norm_scale
+    )
     abstract = abstract_variables(model, jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
     return model, random_variables(abstract, seed=3)
 
 
 def _i3d_target(in_channels=3, num_classes=CLASSES, width=WIDTH):
     model = InceptionI3d(num_classes=num_classes, width_multiplier=width)
-    return model, abstract_variables(model, jax.ShapeDtypeStruct((1, 8, 64, 64, in_channels), jnp.float32))
+    return model, abstract_variables(
+        model, jax.ShapeDtypeStruct((1, 8, 64, 64, in_channels), jnp.float32)
+    )
 
 
 def _repeat(x, frames):
@@ -46,7 +51,11 @@ def clean_steps(frames: int, kernel: int, stride: int, lo: int = 0, hi: int | No
     hi = frames - 1 if hi is None else hi
     out = math.ceil(frames / stride)
     before = max((out - 1) * stride + kernel - frames, 0) // 2
-    clean = [i for i in range(out) if i * stride - before >= lo and i * stride - before + kernel - 1 <= hi]
+    clean = [
+        i
+        for i in range(out)
+        if i * stride - before >= lo and i * stride - before + kernel - 1 <= hi
+    ]
     return out, (clean[0], clean[-1]) if clean else (1, 0)
 
 
@@ -70,22 +79,36 @@ def _i3d_layer(name, variables):
     if name.startswith("Mixed"):
         channels = tuple(
             params[name][unit]["conv_3d"]["kernel"].shape[-1]
-            for unit in ("Branch_0_Conv3d_0a_1x1", "Branch_1_Conv3d_0a_1x1", "Branch_1_Conv3d_0b_3x3",
-                         "Branch_2_Conv3d_0a_1x1", "Branch_2_Conv3d_0b_3x3", "Branch_3_Conv3d_0b_1x1")
+            for unit in (
+                "Branch_0_Conv3d_0a_1x1",
+                "Branch_1_Conv3d_0a_1x1",
+                "Branch_1_Conv3d_0b_3x3",
+                "Branch_2_Conv3d_0a_1x1",
+                "Branch_2_Conv3d_0b_3x3",
+                "Branch_3_Conv3d_0b_1x1",
+            )
         )
         block = InceptionBlock(channels)
         return lambda x: (block.apply(local(), x, train=False), 3, 1, True)
     if name == "AvgPool":
+
         def avg_pool(x):
             _, t, h, w, _ = x.shape
             pooled = nn.avg_pool(x, (min(2, t), min(7, h), min(7, w)), strides=(1, 1, 1))
             return pooled.mean(axis=(2, 3)), 2, 1, False
+
         return avg_pool
     if name == "Logits":
         kernel = params[name]["conv_3d"]["kernel"]
-        logits = Unit(kernel.shape[-1], kernel.shape[:3], use_batch_norm=False, use_bias=True, activation=None)
-        return lambda x: (logits.apply({"params": params[name]}, x[:, :, None, None], train=False)[:, :, 0, 0],
-                          1, 1, True)
+        logits = Unit(
+            kernel.shape[-1], kernel.shape[:3], use_batch_norm=False, use_bias=True, activation=None
+        )
+        return lambda x: (
+            logits.apply({"params": params[name]}, x[:, :, None, None], train=False)[:, :, 0, 0],
+            1,
+            1,
+            True,
+        )
     kind, *spec = I3D_LAYERS[name]
     if kind == "pool":
         window, strides = spec
@@ -111,14 +134,19 @@ def test_each_inflated_layer_is_its_2d_layer_on_a_boring_video(source_scale):
     checked = []
     for name in ENDPOINTS_2D:
         expected = endpoints_2d[name]
-        out, kernel, stride, padded = _i3d_layer(endpoint_3d(name), inflated)(_repeat(layer_input, frames))
+        out, kernel, stride, padded = _i3d_layer(endpoint_3d(name), inflated)(
+            _repeat(layer_input, frames)
+        )
         if padded:
             _, (first, last) = clean_steps(frames, kernel, stride)
         else:
             first, last = 0, out.shape[1] - 1
         assert first <= last, name
         chex.assert_trees_all_close(
-            out[:, first:last + 1], _repeat(expected, last - first + 1), atol=1e-5, rtol=1e-5,
+            out[:, first : last + 1],
+            _repeat(expected, last - first + 1),
+            atol=1e-5,
+            rtol=1e-5,
             custom_message=name,
         )
         checked.append(name)
@@ -129,8 +157,16 @@ def test_each_inflated_layer_is_its_2d_layer_on_a_boring_video(source_scale):
 # I3D's temporal ops in order, as (kernel, stride, SAME padding): zero-padded
 # convs and blocks and, conservatively, max-pools.
 I3D_TEMPORAL_OPS = (
-    [(7, 2, True), (1, 1, True), (1, 1, True), (3, 1, True), (1, 1, True), (3, 1, True), (3, 1, True),
-     (3, 2, True)]
+    [
+        (7, 2, True),
+        (1, 1, True),
+        (1, 1, True),
+        (3, 1, True),
+        (1, 1, True),
+        (3, 1, True),
+        (3, 1, True),
+        (3, 2, True),
+    ]
     + [(3, 1, True)] * 5
     + [(2, 2, True), (3, 1, True), (3, 1, True), (2, 1, False)]
 )
@@ -164,8 +200,12 @@ def test_inflated_i3d_on_a_boring_video_is_the_2d_network_away_from_its_ends():
     steps, first, last = _clean_average_pool_steps(frames)
     features_2d, features_3d = endpoints_2d["AvgPool"], endpoints_3d["AvgPool"]
     assert features_3d.shape[1] == steps == 15 and (first, last) == (6, 8)
-    chex.assert_trees_all_close(features_3d[:, first:last + 1], _repeat(features_2d, last - first + 1),
-                                atol=1e-4, rtol=1e-5)
+    chex.assert_trees_all_close(
+        features_3d[:, first : last + 1],
+        _repeat(features_2d, last - first + 1),
+        atol=1e-4,
+        rtol=1e-5,
+    )
     # Padding's deviation, relative to the largest 2D value. Measured: 0.065
     # at the first and last steps of the features (falling to 3e-4 five steps
     # in) and 0.017 on the logits averaged over time (0.036 on 64 frames).
@@ -185,11 +225,17 @@ def test_flow_first_conv_averages_rgb_filters_over_channels():
     gray = np.random.default_rng(2).uniform(-1, 1, (1, 32, 32, 1)).astype(np.float32)
     kernel_2d = source["params"]["Conv2d_1a_7x7"]["conv_2d"]
     kernel_3d = inflated["params"]["Conv3d_1a_7x7"]["conv_3d"]
-    conv = lambda k, s: Unit(k["kernel"].shape[-1], k["kernel"].shape[:-2], s, use_batch_norm=False,  # noqa: E731
-                             activation=None)
-    rgb = conv(kernel_2d, (2, 2)).apply({"params": {"conv_2d": kernel_2d}}, np.repeat(gray, 3, -1), train=False)
-    flow = conv(kernel_3d, (2, 2, 2)).apply({"params": {"conv_3d": kernel_3d}},
-                                            _repeat(np.repeat(gray, 2, -1), 12), train=False)
+
+    def conv(k, strides):
+        features, kernel = k["kernel"].shape[-1], k["kernel"].shape[:-2]
+        return Unit(features, kernel, strides, use_batch_norm=False, activation=None)
+
+    rgb = conv(kernel_2d, (2, 2)).apply(
+        {"params": {"conv_2d": kernel_2d}}, np.repeat(gray, 3, -1), train=False
+    )
+    flow = conv(kernel_3d, (2, 2, 2)).apply(
+        {"params": {"conv_3d": kernel_3d}}, _repeat(np.repeat(gray, 2, -1), 12), train=False
+    )
     chex.assert_trees_all_close(flow[:, 1:4], _repeat(rgb * 2 / 3, 3), atol=1e-5, rtol=1e-5)
     # Everything after the first conv is the RGB inflation.
     rgb_inflated = inflate_variables(source, _i3d_target()[1])
@@ -210,18 +256,24 @@ def test_classifier_of_another_size_is_initialised_afresh():
     # A concrete target keeps its own fresh classifier.
     concrete = random_variables(target, seed=9)
     kept = inflate_variables(source, concrete)
-    np.testing.assert_array_equal(kept["params"]["Logits"]["conv_3d"]["kernel"],
-                                  concrete["params"]["Logits"]["conv_3d"]["kernel"])
+    np.testing.assert_array_equal(
+        kept["params"]["Logits"]["conv_3d"]["kernel"],
+        concrete["params"]["Logits"]["conv_3d"]["kernel"],
+    )
 
 
 def test_mismatched_source_is_reported_by_name():
     _, source = _source()
     _, target = _i3d_target()
     del source["params"]["Mixed_4c"]["Branch_1_Conv2d_0b_3x3"]
-    with pytest.raises(CheckpointMismatchError, match="params/Mixed_4c/Branch_1_Conv3d_0b_3x3/conv_3d/kernel"):
+    with pytest.raises(
+        CheckpointMismatchError, match="params/Mixed_4c/Branch_1_Conv3d_0b_3x3/conv_3d/kernel"
+    ):
         inflate_variables(source, target)
     _, wider = _source(width=1 / 4)
-    with pytest.raises(CheckpointMismatchError, match=r"mis-shaped params/Conv3d_2b_1x1/conv_3d/kernel"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"mis-shaped params/Conv3d_2b_1x1/conv_3d/kernel"
+    ):
         inflate_variables(wider, target)
 
 
@@ -243,21 +295,25 @@ def test_init_from_fills_every_inception_network_of_an_architecture(arch):
     the architecture adds keep their initial values."""
     _, source = _source()
     model = build_model(arch, num_classes=CLASSES, width_multiplier=WIDTH)
-    inputs = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), TINY_INPUTS[arch],
-                          is_leaf=lambda x: isinstance(x, tuple))
+    inputs = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s, jnp.float32),
+        TINY_INPUTS[arch],
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
     initial = random_variables(abstract_variables(model, inputs), seed=11)
     variables = init_from_inception_v1(arch, initial, source)
     flat_source = traverse_util.flatten_dict(source)
     flat_initial = traverse_util.flatten_dict(initial)
     subtrees = INCEPTION_SUBTREES[arch]
     for path, value in traverse_util.flatten_dict(variables).items():
-        sub = next((s for s in subtrees if path[1:1 + len(s)] == s), None)
+        sub = next((s for s in subtrees if path[1 : 1 + len(s)] == s), None)
         if sub is None:
             np.testing.assert_array_equal(value, flat_initial[path], err_msg=str(path))
             continue
-        local = path[1 + len(sub):]
-        src = flat_source.get((path[0], *(k.replace("Conv3d", "Conv2d").replace("conv_3d", "conv_2d")
-                                         for k in local)))
+        local = path[1 + len(sub) :]
+        src = flat_source.get(
+            (path[0], *(k.replace("Conv3d", "Conv2d").replace("conv_3d", "conv_2d") for k in local))
+        )
         if local[0] == "Logits" and (src is None or src.shape[-1] != value.shape[-1]):
             np.testing.assert_array_equal(value, flat_initial[path])
             continue

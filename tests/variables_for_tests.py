@@ -1,6 +1,7 @@
 """Well-scaled random model variables from abstract shapes, without running
 a model's init (which compiles the whole network): tests fill the tree that
 `jax.eval_shape(model.init, ...)` describes."""
+
 import zlib
 
 import numpy as np

@@ -1,5 +1,6 @@
 """What the 2D Inception-v1 converters share: its unit layout, the check of
 a converted tree against the model, and `convert --from tf-slim|torchvision`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,8 +67,9 @@ def read_inception_v1(fmt: str, src: str):
     raise ValueError(f"unknown 2D format {fmt!r}; choose one of {', '.join(INCEPTION_V1_FORMATS)}")
 
 
-def convert_inception_v1_checkpoint(fmt: str, src: str, stream: str | None = None,
-                                    fold_scale: bool = False):
+def convert_inception_v1_checkpoint(
+    fmt: str, src: str, stream: str | None = None, fold_scale: bool = False
+):
     """(variables, ModelMetadata) of an ImageNet Inception-v1 checkpoint,
     checked against our 2D model."""
     from i3d_jax.checkpoints import ModelMetadata
@@ -84,7 +86,15 @@ def convert_inception_v1_checkpoint(fmt: str, src: str, stream: str | None = Non
             f"{src}: --stream {stream}, but its first conv takes {channel_stream} input; "
             "`i3d-jax inflate --stream flow` makes a flow I3D from RGB weights"
         )
-    metadata = ModelMetadata(architecture="inception_v1", stream=channel_stream,
-                             source=f"{fmt}:{Path(src).name}", **fields)
-    check_fits(variables, expected_inception_v1_variables(metadata.build_model(), fields["in_channels"]), src)
+    metadata = ModelMetadata(
+        architecture="inception_v1",
+        stream=channel_stream,
+        source=f"{fmt}:{Path(src).name}",
+        **fields,
+    )
+    check_fits(
+        variables,
+        expected_inception_v1_variables(metadata.build_model(), fields["in_channels"]),
+        src,
+    )
     return variables, metadata

@@ -1,5 +1,6 @@
 """TF-slim's ImageNet `inception_v1` checkpoint (`InceptionV1/...` variables,
 BatchNorm without gamma, 1001 classes of which class 0 is "background")."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,15 +46,17 @@ def drop_background_class(variables):
     if logits["bias"].shape[0] != BACKGROUND_CLASSES:
         return variables
     params = dict(variables["params"])
-    params["Logits"] = {"conv_2d": {"kernel": logits["kernel"][..., 1:], "bias": logits["bias"][1:]}}
+    params["Logits"] = {
+        "conv_2d": {"kernel": logits["kernel"][..., 1:], "bias": logits["bias"][1:]}
+    }
     return {**variables, "params": params}
 
 
 def convert_tf_slim(arrays: dict[str, np.ndarray], origin: str = "checkpoint"):
     """{params, batch_stats} of our InceptionV1 from slim's variables."""
     variables = gather_units(
-        {name.removeprefix(SCOPE): a for name, a in arrays.items()},
-        lambda unit, leaf: f"{slim_scope(unit)}/{_LEAF[leaf]}",
+        arrays,
+        lambda unit, leaf: f"{SCOPE}{slim_scope(unit)}/{_LEAF[leaf]}",
         lambda leaf, a: a if leaf == "kernel" else a.reshape(-1),
         _ignorable,
         origin,

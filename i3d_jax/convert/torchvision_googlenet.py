@@ -7,6 +7,7 @@ so outputs differ slightly from torchvision's own. torchvision's pretrained
 model maps its ImageNet-normalised input back to [-1, 1] before the first
 conv (`transform_input`), so these weights take [-1, 1] input, as ours do.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -66,5 +67,12 @@ def _ignorable(name: str) -> bool:
 
 def convert_torchvision_googlenet(state: dict[str, np.ndarray], origin: str = "state_dict"):
     """{params, batch_stats} of our InceptionV1 (with BatchNorm scale)."""
-    return gather_units(state, torchvision_name, _transform, _ignorable, origin,
-                        units=inception_v1_units(), conv="conv_2d")
+    return gather_units(
+        state,
+        torchvision_name,
+        _transform,
+        _ignorable,
+        origin,
+        units=inception_v1_units(),
+        conv="conv_2d",
+    )

@@ -5,6 +5,7 @@ and returns logits [batch, num_classes]; `inputs` is one array for a single
 stream and `{"rgb": ..., "flow": ...}` for the two-stream models.
 `paper_inputs(name)` gives the input the paper trains each one on.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -42,7 +43,9 @@ PAPER_TRAIN_INPUTS = {
 def paper_inputs(architecture: str, batch: int = 1, dtype=jnp.float32):
     """Abstract inputs (jax.ShapeDtypeStruct) of the paper's training size."""
     if architecture not in PAPER_TRAIN_INPUTS:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(PAPER_TRAIN_INPUTS)}")
+        raise ValueError(
+            f"unknown architecture {architecture!r}; known: {sorted(PAPER_TRAIN_INPUTS)}"
+        )
     return jax.tree.map(
         lambda shape: jax.ShapeDtypeStruct((batch, *shape), dtype),
         PAPER_TRAIN_INPUTS[architecture],

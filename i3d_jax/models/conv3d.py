@@ -8,6 +8,7 @@ paper's 16x112x112 clips the last pool leaves 1x4x4x512, the 8192 features
 that fc6 reads: that layer alone holds 34M of the model's 79M parameters,
 and its size fixes the clip shape the model accepts.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -15,7 +16,13 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from i3d_jax.models.i3d import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, Unit, max_pool_same, scaled_width
+from i3d_jax.models.i3d import (
+    BATCH_NORM_DECAY,
+    BATCH_NORM_EPSILON,
+    Unit,
+    max_pool_same,
+    scaled_width,
+)
 
 # (name, channels) of each conv; a 2x2x2 pool follows the last conv of each stage.
 CONV_STAGES = (
@@ -36,11 +43,17 @@ class DenseUnit(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = nn.Dense(self.features, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                     name="dense")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_DECAY,
-                         epsilon=BATCH_NORM_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                         name="batch_norm")(x)
+        x = nn.Dense(
+            self.features, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, name="dense"
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=BATCH_NORM_DECAY,
+            epsilon=BATCH_NORM_EPSILON,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="batch_norm",
+        )(x)
         return nn.relu(x)
 
 
@@ -78,7 +91,8 @@ class Conv3DNet(nn.Module):
             x = DenseUnit(width(FC_FEATURES), dtype=self.dtype, name=name)(x, train)
             endpoints[name] = x
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                          name="Logits")(x).astype(jnp.float32)
+        logits = nn.Dense(
+            self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="Logits"
+        )(x).astype(jnp.float32)
         endpoints["Logits"] = logits
         return (logits, endpoints) if return_endpoints else logits

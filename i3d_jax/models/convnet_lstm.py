@@ -6,6 +6,7 @@ The paper trains with a loss at every time step (`LogitsPerTime` among the
 endpoints) and predicts from the last step (the output). Clips are 25
 frames at 5 fps (one in five of 25 fps) to train, 50 to test.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,7 +37,8 @@ class ConvNetLSTM(nn.Module):
     def __call__(self, x, train: bool, return_endpoints: bool = False):
         if x.ndim != 5:
             raise ValueError(
-                f"convnet_lstm expects clips [batch, time, height, width, channels], got shape {x.shape}"
+                "convnet_lstm expects clips [batch, time, height, width, channels], "
+                f"got shape {x.shape}"
             )
         batch, time = x.shape[:2]
         # Every frame through the same 2D network, as one batch.
@@ -63,10 +65,15 @@ class ConvNetLSTM(nn.Module):
         )
         hidden = nn.RNN(cell, name="LSTM")(normalised)
         dropped = nn.Dropout(self.dropout_rate, deterministic=not train)(hidden)
-        per_time = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                            name="Logits")(dropped).astype(jnp.float32)
+        per_time = nn.Dense(
+            self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="Logits"
+        )(dropped).astype(jnp.float32)
         logits = per_time[:, -1]
         if return_endpoints:
-            return logits, {"AvgPool": features, "LSTM": hidden, "LogitsPerTime": per_time,
-                            "Logits": logits}
+            return logits, {
+                "AvgPool": features,
+                "LSTM": hidden,
+                "LogitsPerTime": per_time,
+                "Logits": logits,
+            }
         return logits

@@ -12,6 +12,7 @@ needs to pair every 3D unit with its 2D source.
 Images are [batch, height, width, channels]: RGB in [-1, 1], or a stack of
 flow frames on the channel axis (20 channels for 10 frames of (x, y)).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -75,9 +76,7 @@ class InceptionV1(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool, return_endpoints: bool = False):
         if self.final_endpoint not in ENDPOINTS_2D:
-            raise ValueError(
-                f"final_endpoint {self.final_endpoint!r} is not one of {ENDPOINTS_2D}"
-            )
+            raise ValueError(f"final_endpoint {self.final_endpoint!r} is not one of {ENDPOINTS_2D}")
         if x.ndim != 4:
             raise ValueError(
                 f"Inception-v1 expects images [batch, height, width, channels], got shape {x.shape}"

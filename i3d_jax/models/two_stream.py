@@ -17,6 +17,7 @@ give each stream its own loss.
 - `TwoStreamI3D`: an RGB and a flow I3D (T' = T), logits averaged with
   equal weights.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,26 +45,35 @@ def stack_flow(flow, frames_per_stack: int):
             f"flow has {frames} frames (shape {flow.shape}); expected a multiple of "
             f"{frames_per_stack}, one stack of {frames_per_stack} per RGB frame"
         )
-    stacks = flow.reshape(batch, frames // frames_per_stack, frames_per_stack, height, width, channels)
+    stacks = flow.reshape(
+        batch, frames // frames_per_stack, frames_per_stack, height, width, channels
+    )
     stacks = jnp.moveaxis(stacks, 2, 4)  # [B, S, H, W, L, 2]
-    return stacks.reshape(batch, frames // frames_per_stack, height, width, frames_per_stack * channels)
+    return stacks.reshape(
+        batch, frames // frames_per_stack, height, width, frames_per_stack * channels
+    )
 
 
 def _streams(inputs, flow_frames_per_stack: int, arch: str):
     """RGB frames [B, S, H, W, 3] and flow stacks [B, S, H, W, 2 L], checked."""
     if not isinstance(inputs, dict) or set(inputs) != {"rgb", "flow"}:
-        raise ValueError(f"{arch} expects inputs {{'rgb': ..., 'flow': ...}}, got {type(inputs).__name__}"
-                         + (f" with keys {sorted(inputs)}" if isinstance(inputs, dict) else ""))
+        raise ValueError(
+            f"{arch} expects inputs {{'rgb': ..., 'flow': ...}}, got {type(inputs).__name__}"
+            + (f" with keys {sorted(inputs)}" if isinstance(inputs, dict) else "")
+        )
     rgb, flow = inputs["rgb"], inputs["flow"]
     if rgb.ndim != 5 or flow.ndim != 5:
-        raise ValueError(f"{arch} expects rgb and flow as [batch, time, height, width, channels], "
-                         f"got {rgb.shape} and {flow.shape}")
+        raise ValueError(
+            f"{arch} expects rgb and flow as [batch, time, height, width, channels], "
+            f"got {rgb.shape} and {flow.shape}"
+        )
     stacks = stack_flow(flow, flow_frames_per_stack)
     if stacks.shape[:4] != rgb.shape[:4]:
+        batch, frames, height, width = rgb.shape[:4]
         raise ValueError(
-            f"{arch}: rgb {rgb.shape} needs flow [{rgb.shape[0]}, {rgb.shape[1] * flow_frames_per_stack}, "
-            f"{rgb.shape[2]}, {rgb.shape[3]}, 2] ({flow_frames_per_stack} flow frames per RGB frame), "
-            f"got {flow.shape}"
+            f"{arch}: rgb {rgb.shape} needs flow "
+            f"[{batch}, {frames * flow_frames_per_stack}, {height}, {width}, 2] "
+            f"({flow_frames_per_stack} flow frames per RGB frame), got {flow.shape}"
         )
     return rgb, stacks
 
@@ -87,8 +97,12 @@ class TwoStream(nn.Module):
     def __call__(self, inputs, train: bool, return_endpoints: bool = False):
         rgb, flow = _streams(inputs, self.flow_frames_per_stack, "two_stream")
         stream = lambda name: InceptionV1(  # noqa: E731
-            self.num_classes, dropout_rate=self.dropout_rate, batch_norm_scale=self.batch_norm_scale,
-            dtype=self.dtype, width_multiplier=self.width_multiplier, name=name,
+            self.num_classes,
+            dropout_rate=self.dropout_rate,
+            batch_norm_scale=self.batch_norm_scale,
+            dtype=self.dtype,
+            width_multiplier=self.width_multiplier,
+            name=name,
         )
         rgb_logits = _per_frame(stream("rgb"), rgb, train).mean(axis=1)
         flow_logits = _per_frame(stream("flow"), flow, train).mean(axis=1)
@@ -112,25 +126,41 @@ class TwoStreamFused(nn.Module):
     def __call__(self, inputs, train: bool, return_endpoints: bool = False):
         rgb, flow = _streams(inputs, self.flow_frames_per_stack, "two_stream_fused")
         trunk = lambda name: InceptionV1(  # noqa: E731
-            final_endpoint="Mixed_5c", batch_norm_scale=self.batch_norm_scale, dtype=self.dtype,
-            width_multiplier=self.width_multiplier, name=name,
+            final_endpoint="Mixed_5c",
+            batch_norm_scale=self.batch_norm_scale,
+            dtype=self.dtype,
+            width_multiplier=self.width_multiplier,
+            name=name,
         )
         # Two [B, 5, 7, 7, 1024] grids (time from the snapshots) -> one of 2048 channels.
-        grid = jnp.concatenate([_per_frame(trunk("rgb"), rgb, train),
-                                _per_frame(trunk("flow"), flow, train)], axis=-1)
+        grid = jnp.concatenate(
+            [_per_frame(trunk("rgb"), rgb, train), _per_frame(trunk("flow"), flow, train)], axis=-1
+        )
         fused = Unit(
-            scaled_width(self.fusion_features, self.width_multiplier), (3, 3, 3),
-            batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, kernel_init=FUSION_INIT,
+            scaled_width(self.fusion_features, self.width_multiplier),
+            (3, 3, 3),
+            batch_norm_scale=self.batch_norm_scale,
+            dtype=self.dtype,
+            kernel_init=FUSION_INIT,
             name="Conv3d_fusion_3x3",
         )(grid, train)
         pooled = max_pool_same(fused, (3, 3, 3), (2, 2, 2))
         features = pooled.mean(axis=(1, 2, 3))
         dropped = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                          kernel_init=FUSION_INIT, name="Logits")(dropped).astype(jnp.float32)
+        logits = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=FUSION_INIT,
+            name="Logits",
+        )(dropped).astype(jnp.float32)
         if return_endpoints:
-            return logits, {"Mixed_5c": grid, "Conv3d_fusion_3x3": fused, "AvgPool": features,
-                            "Logits": logits}
+            return logits, {
+                "Mixed_5c": grid,
+                "Conv3d_fusion_3x3": fused,
+                "AvgPool": features,
+                "Logits": logits,
+            }
         return logits
 
 
@@ -146,8 +176,12 @@ class TwoStreamI3D(nn.Module):
         # The flow I3D takes one 2-channel frame per RGB frame: no stacking.
         rgb, flow = _streams(inputs, 1, "two_stream_i3d")
         stream = lambda name: InceptionI3d(  # noqa: E731
-            self.num_classes, dropout_rate=self.dropout_rate, batch_norm_scale=self.batch_norm_scale,
-            dtype=self.dtype, width_multiplier=self.width_multiplier, name=name,
+            self.num_classes,
+            dropout_rate=self.dropout_rate,
+            batch_norm_scale=self.batch_norm_scale,
+            dtype=self.dtype,
+            width_multiplier=self.width_multiplier,
+            name=name,
         )
         rgb_logits = stream("rgb")(rgb, train)
         flow_logits = stream("flow")(flow, train)
