@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 # TF and TFDS (imported by converters and data code) must stay off the GPU
@@ -15,13 +14,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from i3d_jax.atomic_file import write_atomically  # noqa: E402
+
 # I3D checkpoints, then the 2D ImageNet Inception-v1 ones (written as our
 # 2D `inception_v1`, the source of `i3d-jax inflate --from flax`).
 CONVERT_FORMATS = ("deepmind", "pytorch-i3d", "i3d-jax-pickle", "tf-slim", "torchvision")
 
 # Subcommands that live beside their capability: each module has
 # `register(subparsers)`, adding parsers whose `func(args)` returns an exit code.
-COMMAND_MODULES = ("i3d_jax.inflate_cli", "i3d_jax.summary")
+COMMAND_MODULES = ("i3d_jax.fvd_cli", "i3d_jax.flow_cli", "i3d_jax.inflate_cli", "i3d_jax.summary")
 
 
 def _weights_arguments(parser):
@@ -92,27 +93,12 @@ def cmd_predict(args) -> int:
     return 1 if args.failures else 0
 
 
-def _atomic_write(out: Path, write):
-    """Calls write(file) on a temporary file and renames it to `out` when done."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_features(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".npy", ".npz"):
-        raise SystemExit(f"i3d-jax features: --out {out} must end in .npy or .npz")
+        raise ValueError(f"--out {out} must end in .npy or .npz")
     if out.suffix == ".npy" and len(args.videos) > 1:
-        raise SystemExit(
-            f"i3d-jax features: {len(args.videos)} videos need an .npz --out (keyed by path), not {out}"
-        )
+        raise ValueError(f"{len(args.videos)} videos need an .npz --out (keyed by path), not {out}")
     loaded = _load(args)
     run = loaded.endpoint_fn(args.endpoint, _dtype(args))
     features = {}
@@ -123,9 +109,9 @@ def cmd_features(args) -> int:
         print("i3d-jax features: no video could be read; nothing written", file=sys.stderr)
         return 1
     if out.suffix == ".npy":
-        _atomic_write(out, lambda f: np.save(f, next(iter(features.values()))))
+        write_atomically(out, lambda f: np.save(f, next(iter(features.values()))))
     else:
-        _atomic_write(out, lambda f: np.savez(f, **features))
+        write_atomically(out, lambda f: np.savez(f, **features))
     print(f"wrote {out}", file=sys.stderr)
     return 1 if args.failures else 0
 

