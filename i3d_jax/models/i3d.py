@@ -126,7 +126,7 @@ class Unit(nn.Module):
         return x
 
 
-# Existing name: I3D's units are the 3D case.
+# I3D's name for its units (the 3D case of Unit), kept for existing callers.
 Unit3D = Unit
 
 
