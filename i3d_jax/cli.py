@@ -16,11 +16,13 @@ import numpy as np  # noqa: E402
 
 from i3d_jax.atomic_file import write_atomically  # noqa: E402
 
-CONVERT_FORMATS = ("deepmind", "pytorch-i3d", "i3d-jax-pickle")
+# I3D checkpoints, then the 2D ImageNet Inception-v1 ones (written as our
+# 2D `inception_v1`, the source of `i3d-jax inflate --from flax`).
+CONVERT_FORMATS = ("deepmind", "pytorch-i3d", "i3d-jax-pickle", "tf-slim", "torchvision")
 
 # Subcommands that live beside their capability: each module has
 # `register(subparsers)`, adding parsers whose `func(args)` returns an exit code.
-COMMAND_MODULES = ("i3d_jax.fvd_cli", "i3d_jax.flow_cli")
+COMMAND_MODULES = ("i3d_jax.fvd_cli", "i3d_jax.flow_cli", "i3d_jax.inflate_cli", "i3d_jax.summary")
 
 
 def _weights_arguments(parser):
@@ -120,10 +122,14 @@ def read_labels(path) -> list[str]:
 
 
 def convert_checkpoint(fmt: str, src: str, stream: str | None = None, fold_scale: bool = False):
-    """(variables, ModelMetadata) of an external checkpoint, checked against I3D."""
+    """(variables, ModelMetadata) of an external checkpoint, checked against its
+    model: I3D, or our 2D Inception-v1 for tf-slim and torchvision."""
     from i3d_jax.checkpoints import ModelMetadata
     from i3d_jax.convert import common
+    from i3d_jax.convert.inception_v1 import INCEPTION_V1_FORMATS, convert_inception_v1_checkpoint
 
+    if fmt in INCEPTION_V1_FORMATS:
+        return convert_inception_v1_checkpoint(fmt, src, stream, fold_scale)
     if fmt == "deepmind":
         from i3d_jax.convert.deepmind import convert_deepmind, read_tf_checkpoint
 
@@ -191,8 +197,9 @@ def build_parser():
     _weights_arguments(features)
     features.set_defaults(func=cmd_features)
 
-    convert = sub.add_parser("convert", help="external I3D checkpoint -> Orbax checkpoint")
-    convert.add_argument("--from", dest="format", required=True, choices=CONVERT_FORMATS)
+    convert = sub.add_parser("convert", help="external I3D or 2D Inception-v1 checkpoint -> Orbax checkpoint")
+    convert.add_argument("--from", dest="format", required=True, choices=CONVERT_FORMATS,
+                         help="tf-slim and torchvision are ImageNet Inception-v1 (GoogLeNet) checkpoints")
     convert.add_argument("src", help="TF checkpoint prefix, .pt/.pth/.npz state_dict, or pickle/sdist")
     convert.add_argument("--out", required=True, help="output checkpoint directory")
     convert.add_argument("--stream", choices=("rgb", "flow"), default=None)

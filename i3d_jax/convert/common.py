@@ -75,6 +75,8 @@ def gather_units(
     transform: Callable[[str, np.ndarray], np.ndarray],
     ignorable: Callable[[str], bool],
     origin: str,
+    units: Iterable[tuple[str, ...]] | None = None,
+    conv: str = "conv_3d",
 ):
     """Builds {params, batch_stats} from a flat `source` of named arrays.
 
@@ -82,10 +84,12 @@ def gather_units(
     (leaf in kernel, bias, beta, gamma, mean, var); `transform(leaf, array)`
     turns a source array into ours. Source names that no unit consumes and
     that are not `ignorable` are reported, together with missing ones.
+    `units` (default: I3D's) are paths whose convs are named `conv`; the
+    last of them, ("Logits",), has a bias and no BatchNorm.
     """
     params, batch_stats = {}, {}
     consumed, missing = set(), set()
-    for unit in i3d_units():
+    for unit in i3d_units() if units is None else units:
         is_logits = unit == ("Logits",)
         leaves = ("kernel", "bias") if is_logits else ("kernel", "beta", "gamma", "mean", "var")
         for leaf in leaves:
@@ -98,7 +102,7 @@ def gather_units(
             consumed.add(name)
             value = transform(leaf, np.asarray(source[name]))
             if leaf in ("kernel", "bias") and not (leaf == "bias" and not is_logits):
-                target, path = params, unit + ("conv_3d", leaf)
+                target, path = params, unit + (conv, leaf)
             elif leaf == "beta":
                 target, path = params, unit + ("batch_norm", "bias")
             elif leaf == "gamma":
@@ -137,7 +141,9 @@ def fold_batch_norm_scale(variables):
     for path in [p for p in params if p[-2:] == ("batch_norm", "scale")]:
         unit = path[:-2]
         gamma = np.asarray(params.pop(path))
-        params[unit + ("conv_3d", "kernel")] = np.asarray(params[unit + ("conv_3d", "kernel")]) * gamma
+        # I3D units hold conv_3d, Inception-v1 units conv_2d.
+        kernel = next(unit + (c, "kernel") for c in ("conv_3d", "conv_2d") if unit + (c, "kernel") in params)
+        params[kernel] = np.asarray(params[kernel]) * gamma
         stats[unit + ("batch_norm", "mean")] = np.asarray(stats[unit + ("batch_norm", "mean")]) * gamma
     return {
         "params": traverse_util.unflatten_dict(params),

@@ -56,42 +56,60 @@ INCEPTION_CHANNELS = {
 # Names of the six units of a block, matching DeepMind's variable scopes
 # (`Branch_1/Conv3d_0b_3x3` becomes `Branch_1_Conv3d_0b_3x3`: linen names
 # cannot hold a slash).
-BRANCH_UNITS = (
-    "Branch_0_Conv3d_0a_1x1",
-    "Branch_1_Conv3d_0a_1x1",
-    "Branch_1_Conv3d_0b_3x3",
-    "Branch_2_Conv3d_0a_1x1",
-    "Branch_2_Conv3d_0b_3x3",
-    "Branch_3_Conv3d_0b_1x1",
-)
+def branch_units(rank: int = 3) -> tuple[str, ...]:
+    """The six unit names of a block; the 2D Inception-v1 says Conv2d."""
+    conv = f"Conv{rank}d"
+    return (
+        f"Branch_0_{conv}_0a_1x1",
+        f"Branch_1_{conv}_0a_1x1",
+        f"Branch_1_{conv}_0b_3x3",
+        f"Branch_2_{conv}_0a_1x1",
+        f"Branch_2_{conv}_0b_3x3",
+        f"Branch_3_{conv}_0b_1x1",
+    )
+
+
+BRANCH_UNITS = branch_units(3)
 
 BATCH_NORM_DECAY = 0.999
 BATCH_NORM_EPSILON = 1e-3
 
 
-class Unit3D(nn.Module):
-    """Conv3d -> BatchNorm -> ReLU, with TF SAME padding."""
+def scaled_width(channels: int, width_multiplier: float) -> int:
+    """Channels of a layer in a model `width_multiplier` times as wide (at least 1)."""
+    return max(1, int(round(channels * width_multiplier)))
+
+
+class Unit(nn.Module):
+    """Conv -> BatchNorm -> ReLU with TF SAME padding, 2D or 3D.
+
+    The rank is the kernel's (len(kernel_shape)); the conv is named `conv_3d`
+    or `conv_2d` after it, so I3D and its 2D Inception-v1 source share units
+    and differ only in the names that inflation maps one to the other.
+    """
 
     features: int
     kernel_shape: Sequence[int] = (1, 1, 1)
-    strides: Sequence[int] = (1, 1, 1)
+    strides: Sequence[int] | None = None  # default: 1 along every axis
     use_batch_norm: bool = True
     batch_norm_scale: bool = False
     use_bias: bool = False
     activation: Callable[[Any], Any] | None = nn.relu
     dtype: Any = jnp.float32
+    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x, train: bool):
         x = nn.Conv(
             self.features,
             tuple(self.kernel_shape),
-            strides=tuple(self.strides),
+            strides=tuple(self.strides or (1,) * len(self.kernel_shape)),
             padding="SAME",
             use_bias=self.use_bias,
             dtype=self.dtype,
             param_dtype=jnp.float32,
-            name="conv_3d",
+            kernel_init=self.kernel_init,
+            name=f"conv_{len(self.kernel_shape)}d",
         )(x)
         if self.use_batch_norm:
             x = nn.BatchNorm(
@@ -108,30 +126,39 @@ class Unit3D(nn.Module):
         return x
 
 
+# I3D's name for its units (the 3D case of Unit), kept for existing callers.
+Unit3D = Unit
+
+
 def max_pool_same(x, window: Sequence[int], strides: Sequence[int]):
     # reduce_window pads with -inf, as TF's SAME max-pool does.
     return nn.max_pool(x, tuple(window), strides=tuple(strides), padding="SAME")
 
 
 class InceptionBlock(nn.Module):
+    """Four branches (1x1; 1x1 -> 3x3; 1x1 -> "5x5" as 3x3; pool -> 1x1),
+    concatenated; `rank` 3 for I3D, 2 for Inception-v1."""
+
     channels: Sequence[int]
     batch_norm_scale: bool = False
     dtype: Any = jnp.float32
+    rank: int = 3
 
     @nn.compact
     def __call__(self, x, train: bool):
         b0, b1a, b1b, b2a, b2b, b3 = self.channels
-        names = BRANCH_UNITS
-        unit = lambda f, k, name: Unit3D(  # noqa: E731
+        names = branch_units(self.rank)
+        ones, threes = (1,) * self.rank, (3,) * self.rank
+        unit = lambda f, k, name: Unit(  # noqa: E731
             f, k, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, name=name
         )
-        branch_0 = unit(b0, (1, 1, 1), names[0])(x, train)
-        branch_1 = unit(b1a, (1, 1, 1), names[1])(x, train)
-        branch_1 = unit(b1b, (3, 3, 3), names[2])(branch_1, train)
-        branch_2 = unit(b2a, (1, 1, 1), names[3])(x, train)
-        branch_2 = unit(b2b, (3, 3, 3), names[4])(branch_2, train)
-        branch_3 = max_pool_same(x, (3, 3, 3), (1, 1, 1))
-        branch_3 = unit(b3, (1, 1, 1), names[5])(branch_3, train)
+        branch_0 = unit(b0, ones, names[0])(x, train)
+        branch_1 = unit(b1a, ones, names[1])(x, train)
+        branch_1 = unit(b1b, threes, names[2])(branch_1, train)
+        branch_2 = unit(b2a, ones, names[3])(x, train)
+        branch_2 = unit(b2b, threes, names[4])(branch_2, train)
+        branch_3 = max_pool_same(x, threes, ones)
+        branch_3 = unit(b3, ones, names[5])(branch_3, train)
         return jnp.concatenate([branch_0, branch_1, branch_2, branch_3], axis=-1)
 
 
@@ -154,6 +181,9 @@ class InceptionI3d(nn.Module):
     batch_norm_scale: bool = False
     # Compute dtype (e.g. jnp.bfloat16); parameters stay float32.
     dtype: Any = jnp.float32
+    # Scales every layer's channels (not the classes); below 1 only for fast
+    # tests. At 1 the model is the released one.
+    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, x, train: bool, return_endpoints: bool = False):
@@ -175,8 +205,9 @@ class InceptionI3d(nn.Module):
         def result(value):
             return (value, endpoints) if return_endpoints else value
 
-        unit = lambda f, k, s, name: Unit3D(  # noqa: E731
-            f, k, s, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, name=name
+        width = lambda c: scaled_width(c, self.width_multiplier)  # noqa: E731
+        unit = lambda f, k, s, name: Unit(  # noqa: E731
+            width(f), k, s, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, name=name
         )
 
         x = unit(64, (7, 7, 7), (2, 2, 2), "Conv3d_1a_7x7")(x, train)
@@ -206,7 +237,7 @@ class InceptionI3d(nn.Module):
                 if finish(pool_name, x):
                     return result(x)
             x = InceptionBlock(
-                channels,
+                tuple(width(c) for c in channels),
                 batch_norm_scale=self.batch_norm_scale,
                 dtype=self.dtype,
                 name=block,
@@ -222,7 +253,7 @@ class InceptionI3d(nn.Module):
         if finish("AvgPool", features.astype(jnp.float32)):
             return result(features.astype(jnp.float32))
         x = nn.Dropout(rate=self.dropout_rate, deterministic=not train)(x)
-        x = Unit3D(
+        x = Unit(
             self.num_classes,
             (1, 1, 1),
             use_batch_norm=False,

@@ -1,0 +1,66 @@
+"""TF-slim's ImageNet `inception_v1` checkpoint (`InceptionV1/...` variables,
+BatchNorm without gamma, 1001 classes of which class 0 is "background")."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from i3d_jax.convert.common import gather_units
+from i3d_jax.convert.inception_v1 import inception_v1_units
+
+SCOPE = "InceptionV1/"
+BACKGROUND_CLASSES = 1001
+_LEAF = {
+    "kernel": "weights",
+    "bias": "biases",
+    "beta": "BatchNorm/beta",
+    "gamma": "BatchNorm/gamma",
+    "mean": "BatchNorm/moving_mean",
+    "var": "BatchNorm/moving_variance",
+}
+# Saved beside the weights by slim's training loop, not part of the model.
+_OPTIMISER_SUFFIXES = ("/Momentum", "/RMSProp", "/RMSProp_1", "/ExponentialMovingAverage")
+
+
+def slim_scope(unit: tuple[str, ...]) -> str:
+    if unit == ("Logits",):
+        return "Logits/Conv2d_0c_1x1"
+    if len(unit) == 1:
+        return unit[0]
+    block, branch_unit = unit
+    branch, conv = branch_unit.split("_Conv2d_")
+    conv = "Conv2d_" + conv
+    if block == "Mixed_5b" and branch_unit == "Branch_2_Conv2d_0b_3x3":
+        # slim's own name for this one unit (DeepMind's I3D kept it).
+        conv = "Conv2d_0a_3x3"
+    return f"{block}/{branch}/{conv}"
+
+
+def _ignorable(name: str) -> bool:
+    return name == "global_step" or name.endswith(_OPTIMISER_SUFFIXES)
+
+
+def drop_background_class(variables):
+    """1001 slim logits -> the 1000 ImageNet classes (class 0 is background)."""
+    logits = variables["params"]["Logits"]["conv_2d"]
+    if logits["bias"].shape[0] != BACKGROUND_CLASSES:
+        return variables
+    params = dict(variables["params"])
+    params["Logits"] = {
+        "conv_2d": {"kernel": logits["kernel"][..., 1:], "bias": logits["bias"][1:]}
+    }
+    return {**variables, "params": params}
+
+
+def convert_tf_slim(arrays: dict[str, np.ndarray], origin: str = "checkpoint"):
+    """{params, batch_stats} of our InceptionV1 from slim's variables."""
+    variables = gather_units(
+        arrays,
+        lambda unit, leaf: f"{SCOPE}{slim_scope(unit)}/{_LEAF[leaf]}",
+        lambda leaf, a: a if leaf == "kernel" else a.reshape(-1),
+        _ignorable,
+        origin,
+        units=inception_v1_units(),
+        conv="conv_2d",
+    )
+    return drop_background_class(variables)

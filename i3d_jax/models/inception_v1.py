@@ -1,0 +1,152 @@
+"""2D Inception-v1 (GoogLeNet with BatchNorm) in TF-slim's layout: the
+ImageNet network that I3D is inflated from, and the per-frame trunk of the
+ConvNet+LSTM, Two-Stream and 3D-Fused architectures.
+
+It is I3D with the time axis removed: the same `Unit` and `InceptionBlock`
+at rank 2 (TF SAME padding, BatchNorm without scale by default, eps 1e-3,
+the "5x5" branch as 3x3), 3x3 max-pools of stride 2, a 7x7 average pool,
+dropout and a 1x1 logits conv with a bias. Parameter names are I3D's with
+`Conv3d` -> `Conv2d` and `conv_3d` -> `conv_2d`, which is all inflation
+needs to pair every 3D unit with its 2D source.
+
+Images are [batch, height, width, channels]: RGB in [-1, 1], or a stack of
+flow frames on the channel axis (20 channels for 10 frames of (x, y)).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from i3d_jax.models.i3d import (
+    INCEPTION_CHANNELS,
+    InceptionBlock,
+    Unit,
+    max_pool_same,
+    scaled_width,
+)
+
+# TF-slim's endpoint names, in network order.
+ENDPOINTS_2D = (
+    "Conv2d_1a_7x7",
+    "MaxPool_2a_3x3",
+    "Conv2d_2b_1x1",
+    "Conv2d_2c_3x3",
+    "MaxPool_3a_3x3",
+    "Mixed_3b",
+    "Mixed_3c",
+    "MaxPool_4a_3x3",
+    "Mixed_4b",
+    "Mixed_4c",
+    "Mixed_4d",
+    "Mixed_4e",
+    "Mixed_4f",
+    "MaxPool_5a_2x2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "AvgPool",  # [B, 1024]: the 7x7 average pool, spatially squeezed
+    "Logits",  # [B, num_classes]
+)
+
+
+def endpoint_3d(name: str) -> str:
+    """The I3D endpoint inflated from the 2D endpoint `name`."""
+    return name.replace("Conv2d", "Conv3d").replace("MaxPool_", "MaxPool3d_")
+
+
+class InceptionV1(nn.Module):
+    """Inception-v1 on images [B, H, W, C].
+
+    Returns the output of `final_endpoint` ([B, num_classes] logits by
+    default); with `return_endpoints=True`, `(output, {endpoint: value})`.
+    Where the last feature map is smaller than 7x7 the average pool covers
+    the whole map, so small test images give an output too.
+    """
+
+    num_classes: int = 1000
+    final_endpoint: str = "Logits"
+    # TF-slim trains it with dropout_keep_prob 0.8.
+    dropout_rate: float = 0.2
+    batch_norm_scale: bool = False
+    dtype: Any = jnp.float32
+    width_multiplier: float = 1.0
+
+    @nn.compact
+    def __call__(self, x, train: bool, return_endpoints: bool = False):
+        if self.final_endpoint not in ENDPOINTS_2D:
+            raise ValueError(f"final_endpoint {self.final_endpoint!r} is not one of {ENDPOINTS_2D}")
+        if x.ndim != 4:
+            raise ValueError(
+                f"Inception-v1 expects images [batch, height, width, channels], got shape {x.shape}"
+            )
+        endpoints = {}
+        x = x.astype(self.dtype)
+
+        def finish(name, value):
+            endpoints[name] = value
+            return name == self.final_endpoint
+
+        def result(value):
+            return (value, endpoints) if return_endpoints else value
+
+        width = lambda c: scaled_width(c, self.width_multiplier)  # noqa: E731
+        unit = lambda f, k, s, name: Unit(  # noqa: E731
+            width(f), k, s, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, name=name
+        )
+
+        x = unit(64, (7, 7), (2, 2), "Conv2d_1a_7x7")(x, train)
+        if finish("Conv2d_1a_7x7", x):
+            return result(x)
+        x = max_pool_same(x, (3, 3), (2, 2))
+        if finish("MaxPool_2a_3x3", x):
+            return result(x)
+        x = unit(64, (1, 1), (1, 1), "Conv2d_2b_1x1")(x, train)
+        if finish("Conv2d_2b_1x1", x):
+            return result(x)
+        x = unit(192, (3, 3), (1, 1), "Conv2d_2c_3x3")(x, train)
+        if finish("Conv2d_2c_3x3", x):
+            return result(x)
+        x = max_pool_same(x, (3, 3), (2, 2))
+        if finish("MaxPool_3a_3x3", x):
+            return result(x)
+
+        pools = {
+            "Mixed_4b": ("MaxPool_4a_3x3", (3, 3)),
+            "Mixed_5b": ("MaxPool_5a_2x2", (2, 2)),
+        }
+        for block, channels in INCEPTION_CHANNELS.items():
+            if block in pools:
+                pool_name, window = pools[block]
+                x = max_pool_same(x, window, (2, 2))
+                if finish(pool_name, x):
+                    return result(x)
+            x = InceptionBlock(
+                tuple(width(c) for c in channels),
+                batch_norm_scale=self.batch_norm_scale,
+                dtype=self.dtype,
+                rank=2,
+                name=block,
+            )(x, train)
+            if finish(block, x):
+                return result(x)
+
+        _, h, w, _ = x.shape
+        x = nn.avg_pool(x, (min(7, h), min(7, w)), strides=(1, 1), padding="VALID")
+        features = jnp.mean(x, axis=(1, 2))
+        if finish("AvgPool", features.astype(jnp.float32)):
+            return result(features.astype(jnp.float32))
+        x = nn.Dropout(rate=self.dropout_rate, deterministic=not train)(x)
+        x = Unit(
+            self.num_classes,
+            (1, 1),
+            use_batch_norm=False,
+            use_bias=True,
+            activation=None,
+            dtype=self.dtype,
+            name="Logits",
+        )(x, train)
+        logits = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+        finish("Logits", logits)
+        return result(logits)
