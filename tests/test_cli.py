@@ -113,6 +113,14 @@ def test_predict_from_checkpoint_uses_its_labels_and_streams_are_checked(small_c
     assert code == 2 and "rgb stream" in err
 
 
+def test_predict_refuses_a_checkpoint_of_another_architecture(tmp_path, capsys):
+    variables = {"params": {"x": np.zeros(2, np.float32)}, "batch_stats": {"y": np.ones(1, np.float32)}}
+    save_pretrained(tmp_path / "2d", variables, ModelMetadata(architecture="inception_v1", num_classes=1000))
+    np.save(tmp_path / "c.npy", np.zeros((9, 64, 64, 3), np.float32))
+    code, _, err = run_cli(["predict", str(tmp_path / "c.npy"), "--checkpoint", str(tmp_path / "2d")], capsys)
+    assert code == 2 and "'inception_v1'" in err and str(tmp_path / "2d") in err
+
+
 def test_checkpoint_save_is_atomic_and_never_overwrites_silently(small_checkpoint, tmp_path, monkeypatch):
     path, variables = small_checkpoint
     metadata, restored = load_pretrained(path)
