@@ -17,19 +17,28 @@ class VideoDecodeError(ValueError):
     """A video that cannot be read, named with its path."""
 
 
-def decode_video(path: str | Path, fps: float | None = TARGET_FPS, max_frames: int | None = None):
-    """Decodes `path` to uint8 RGB frames [T, H, W, 3].
+def decode_video(
+    path: str | Path,
+    fps: float | None = TARGET_FPS,
+    max_frames: int | None = None,
+    start: float = 0.0,
+    end: float | None = None,
+):
+    """Decodes `path` (or its segment [start, end) seconds) to uint8 RGB [T, H, W, 3].
 
     With `fps`, frames are resampled to that rate the way ffmpeg's fps filter
-    does: each output time k/fps takes the last input frame shown at or
-    before it (duplicating or dropping frames as needed).
-    Returns (frames, source_fps).
+    does: output frame k shows time start + k / fps and takes the last source
+    frame shown at or before it (duplicating or dropping frames as needed).
+    A segment seeks to the key frame before `start` instead of decoding the
+    whole video. Returns (frames, source_fps).
     """
     import av
 
     path = Path(path)
     if not path.exists():
         raise VideoDecodeError(f"{path}: no such file")
+    if end is not None and end <= start:
+        raise VideoDecodeError(f"{path}: empty segment [{start}, {end}) s")
     frames, times = [], []
     try:
         with av.open(str(path)) as container:
@@ -39,38 +48,57 @@ def decode_video(path: str | Path, fps: float | None = TARGET_FPS, max_frames: i
             stream.thread_type = "AUTO"
             rate = stream.average_rate or stream.guessed_rate
             source_fps = float(rate) if rate else None
+            time_base = stream.time_base
+            origin = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+            if start > 0 and time_base:
+                container.seek(int((start + origin) / time_base), stream=stream,
+                               backward=True, any_frame=False)
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(frame.time)
-                # Enough input for the requested output frames (plus slack).
-                if max_frames and fps and frame.time is not None and frame.time * fps > max_frames + 1:
+                t = None if frame.time is None else frame.time - origin
+                if t is None and (start > 0 or end is not None):
+                    raise VideoDecodeError(f"{path}: frames carry no time stamps, cannot cut a segment")
+                if end is not None and t >= end:
                     break
-                if max_frames and not fps and len(frames) >= max_frames:
+                frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(t)
+                # Enough input for the requested output frames (plus slack).
+                if max_frames and fps and t is not None and (t - start) * fps > max_frames + 1:
+                    break
+                if max_frames and not fps and not start and len(frames) >= max_frames:
                     break
     except VideoDecodeError:
         raise
     except Exception as e:  # av.error.InvalidDataError and friends
         raise VideoDecodeError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from None
     if not frames:
-        raise VideoDecodeError(f"{path}: no frames could be decoded")
+        raise VideoDecodeError(f"{path}: no frames could be decoded in [{start}, {end}) s")
     video = np.stack(frames)
-    if fps:
-        video = resample_frames(video, times, source_fps, fps)
-    if max_frames:
-        video = video[:max_frames]
-    return video, source_fps
-
-
-def resample_frames(video, times, source_fps, fps):
     if any(t is None for t in times):
         if not source_fps:
-            return video  # no timing at all: keep every frame
+            return video[:max_frames], source_fps  # no timing at all: keep every frame
         times = [i / source_fps for i in range(len(video))]
-    times = np.asarray(times, np.float64) - times[0]
-    # Duration covers the last frame for one source frame interval.
-    last = times[-1] + (1.0 / source_fps if source_fps else (times[-1] / max(len(times) - 1, 1)))
-    count = max(1, int(math.floor(last * fps + 1e-6)))
-    wanted = np.arange(count) / fps
+    times = np.asarray(times, np.float64)
+    if fps:
+        video = _resample(path, video, times, source_fps, fps, start, end)
+    else:
+        # Frames shown at `start` or later, plus the one already showing then.
+        first = max(0, int(np.searchsorted(times, start + 1e-6, side="right")) - 1)
+        video = video[first:]
+    return video[:max_frames], source_fps
+
+
+def _resample(path, video, times, source_fps, fps, start, end):
+    # The last source frame stays on screen for one source frame period.
+    frame_period = 1.0 / source_fps if source_fps else (times[-1] - times[0]) / max(len(times) - 1, 1)
+    shown_until = times[-1] + frame_period
+    if end is not None:
+        shown_until = min(shown_until, end)
+    if shown_until <= start:
+        raise VideoDecodeError(
+            f"{path}: the video ends at {times[-1]:.2f} s, before the segment [{start}, {end}) s"
+        )
+    count = max(1, int(math.floor((shown_until - start) * fps + 1e-6)))
+    wanted = start + np.arange(count) / fps
     index = np.searchsorted(times, wanted + 1e-6, side="right") - 1
     return video[np.clip(index, 0, len(video) - 1)]
 

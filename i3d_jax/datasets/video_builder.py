@@ -192,12 +192,9 @@ class ClipEncoder:
     def frames(self, source: ClipSource) -> tuple[np.ndarray, float]:
         if source.path is None:
             raise FileNotFoundError(f"{source.video_id}: no video file found")
-        if source.start is not None:
-            from i3d_jax.datasets.raw import decode_segment
-
-            frames, source_fps = decode_segment(source.path, source.start, source.end, fps=self.fps)
-        else:
-            frames, source_fps = decode_video(source.path, fps=self.fps)
+        frames, source_fps = decode_video(
+            source.path, fps=self.fps, start=source.start or 0.0, end=source.end
+        )
         return resize_short_side(frames, self.short_side), source_fps
 
     def __call__(self, source: ClipSource) -> dict:
