@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 # In network order. `final_endpoint` may name any of them; layers after it are
 # neither built nor given parameters (cheap feature extraction).
@@ -80,6 +82,51 @@ def scaled_width(channels: int, width_multiplier: float) -> int:
     return max(1, int(round(channels * width_multiplier)))
 
 
+_NDHWC = ("NDHWC", "DHWIO", "NDHWC")
+
+
+def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                 dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """`lax.conv_general_dilated` for channels-last 3D SAME convolutions, computed
+    as one 2D convolution over the temporal taps stacked on the channel axis.
+
+    The same sums in another order (results agree to float32 rounding). XLA:CPU
+    runs 3D convolutions far slower than 2D ones: I3D's 7x7x7 first conv on a
+    64x224x224 clip takes 2.35 s natively and 0.34 s this way on 2 cores, so
+    I3D uses it on CPU. Anything else goes to lax unchanged.
+    """
+    plain = (
+        lhs.ndim == 5
+        and padding == "SAME"
+        and not any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+        and feature_group_count == 1
+        and not kwargs
+        and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NDHWC)
+    )
+    if not plain:
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+            precision=precision, **kwargs)
+    taps, height, width, channels, features = rhs.shape
+    batch, frames = lhs.shape[:2]
+    stride = window_strides[0]
+    out_frames = -(-frames // stride)
+    # TF SAME along time: the extra step of padding goes at the end.
+    total = max((out_frames - 1) * stride + taps - frames, 0)
+    lhs = jnp.pad(lhs, ((0, 0), (total // 2, total - total // 2), (0, 0), (0, 0), (0, 0)))
+    stacked = jnp.concatenate(
+        [lax.slice_in_dim(lhs, t, t + (out_frames - 1) * stride + 1, stride, axis=1) for t in range(taps)],
+        axis=-1,
+    )
+    stacked = stacked.reshape(batch * out_frames, *stacked.shape[2:])
+    kernel = jnp.transpose(rhs, (1, 2, 0, 3, 4)).reshape(height, width, taps * channels, features)
+    out = lax.conv_general_dilated(
+        stacked, kernel, tuple(window_strides[1:]), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+    return out.reshape(batch, out_frames, *out.shape[1:])
+
+
 class Unit(nn.Module):
     """Conv -> BatchNorm -> ReLU with TF SAME padding, 2D or 3D.
 
@@ -100,6 +147,7 @@ class Unit(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
+        rank = len(self.kernel_shape)
         x = nn.Conv(
             self.features,
             tuple(self.kernel_shape),
@@ -109,7 +157,8 @@ class Unit(nn.Module):
             dtype=self.dtype,
             param_dtype=jnp.float32,
             kernel_init=self.kernel_init,
-            name=f"conv_{len(self.kernel_shape)}d",
+            conv_general_dilated=conv3d_as_2d if rank == 3 and jax.default_backend() == "cpu" else None,
+            name=f"conv_{rank}d",
         )(x)
         if self.use_batch_norm:
             x = nn.BatchNorm(
