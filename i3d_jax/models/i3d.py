@@ -10,6 +10,9 @@ Shapes are [batch, time, height, width, channels] everywhere.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -127,6 +130,27 @@ def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
     return out.reshape(batch, out_frames, *out.shape[1:])
 
 
+_NATIVE_3D_CONVOLUTIONS = contextvars.ContextVar("native_3d_convolutions", default=False)
+
+
+@contextlib.contextmanager
+def native_3d_convolutions():
+    """Traced inside this, 3D convs lower to lax's own 3D convolution on every
+    backend: for counting FLOPs, where conv3d_as_2d's explicit temporal
+    padding would add taps that fall on padding."""
+    token = _NATIVE_3D_CONVOLUTIONS.set(True)
+    try:
+        yield
+    finally:
+        _NATIVE_3D_CONVOLUTIONS.reset(token)
+
+
+def _conv_general_dilated_for(rank: int):
+    if rank == 3 and jax.default_backend() == "cpu" and not _NATIVE_3D_CONVOLUTIONS.get():
+        return conv3d_as_2d
+    return None  # flax's default, lax.conv_general_dilated
+
+
 class Unit(nn.Module):
     """Conv -> BatchNorm -> ReLU with TF SAME padding, 2D or 3D.
 
@@ -157,7 +181,7 @@ class Unit(nn.Module):
             dtype=self.dtype,
             param_dtype=jnp.float32,
             kernel_init=self.kernel_init,
-            conv_general_dilated=conv3d_as_2d if rank == 3 and jax.default_backend() == "cpu" else None,
+            conv_general_dilated=_conv_general_dilated_for(rank),
             name=f"conv_{rank}d",
         )(x)
         if self.use_batch_norm:
