@@ -4,13 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-# TF and TFDS (imported by converters and data code) must stay off the GPU
-# and quiet; set before anything imports them.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import i3d_jax.quiet_tf  # noqa: E402,F401  (before anything imports TF)
 
 import numpy as np  # noqa: E402
 

@@ -31,7 +31,7 @@ import dataclasses
 import math
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import i3d_jax.quiet_tf  # noqa: E402,F401  (before anything imports TF)
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402

@@ -13,12 +13,10 @@ imported, `ucf101` means this project's builder, not TFDS's catalogue one.
 """
 from __future__ import annotations
 
-import os
+import importlib
+import logging
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import importlib  # noqa: E402
-import logging  # noqa: E402
+import i3d_jax.quiet_tf  # noqa: F401  (before anything imports TF)
 
 import tensorflow_datasets as tfds  # noqa: E402  (TFDS imports TF only when it needs it)
 from tensorflow_datasets.core import registered, visibility  # noqa: E402

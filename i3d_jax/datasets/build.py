@@ -10,9 +10,8 @@ the same.
 """
 from __future__ import annotations
 
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import i3d_jax.quiet_tf  # noqa: E402,F401  (before anything imports TF)
 
 from absl import app  # noqa: E402
 from tensorflow_datasets.scripts.cli import build, cli_utils  # noqa: E402
