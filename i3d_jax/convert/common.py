@@ -24,6 +24,22 @@ def i3d_units() -> list[tuple[str, ...]]:
     return units
 
 
+def tf_variable_scope(unit: tuple[str, ...], rank: int = 3) -> str:
+    """TF-slim's (rank 2) or DeepMind I3D's (rank 3) variable scope of one of
+    our units: ("Mixed_3b", "Branch_1_Conv3d_0b_3x3") -> "Mixed_3b/Branch_1/Conv3d_0b_3x3"."""
+    conv = f"Conv{rank}d"
+    if unit == ("Logits",):
+        return f"Logits/{conv}_0c_1x1"
+    if len(unit) == 1:
+        return unit[0]
+    block, branch_unit = unit
+    branch, name = branch_unit.split(f"_{conv}_")
+    if block == "Mixed_5b" and name == "0b_3x3" and branch == "Branch_2":
+        # slim's own name for this one unit, which DeepMind's I3D kept.
+        name = "0a_3x3"
+    return f"{block}/{branch}/{conv}_{name}"
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint that does not fit the model, with every differing key."""
 

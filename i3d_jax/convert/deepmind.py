@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from i3d_jax.convert.common import gather_units
+from i3d_jax.convert.common import gather_units, tf_variable_scope
 
 # TF variable scopes of the released checkpoints; Kinetics-600 has none.
 STREAM_SCOPES = {"rgb": "RGB/inception_i3d/", "flow": "Flow/inception_i3d/"}
@@ -18,17 +18,7 @@ _LEAF = {
 
 
 def deepmind_scope(unit: tuple[str, ...]) -> str:
-    if unit == ("Logits",):
-        return "Logits/Conv3d_0c_1x1"
-    if len(unit) == 1:
-        return unit[0]
-    block, branch_unit = unit
-    branch, conv = branch_unit.split("_Conv3d_")
-    conv = "Conv3d_" + conv
-    if block == "Mixed_5b" and branch_unit == "Branch_2_Conv3d_0b_3x3":
-        # A quirk of the release (kept from TF-slim's Inception-v1).
-        conv = "Conv3d_0a_3x3"
-    return f"{block}/{branch}/{conv}"
+    return tf_variable_scope(unit, rank=3)
 
 
 def read_tf_checkpoint(prefix: str) -> dict[str, np.ndarray]:

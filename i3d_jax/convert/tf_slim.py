@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from i3d_jax.convert.common import gather_units
+from i3d_jax.convert.common import gather_units, tf_variable_scope
 from i3d_jax.convert.inception_v1 import inception_v1_units
 
 SCOPE = "InceptionV1/"
@@ -20,20 +20,6 @@ _LEAF = {
 }
 # Saved beside the weights by slim's training loop, not part of the model.
 _OPTIMISER_SUFFIXES = ("/Momentum", "/RMSProp", "/RMSProp_1", "/ExponentialMovingAverage")
-
-
-def slim_scope(unit: tuple[str, ...]) -> str:
-    if unit == ("Logits",):
-        return "Logits/Conv2d_0c_1x1"
-    if len(unit) == 1:
-        return unit[0]
-    block, branch_unit = unit
-    branch, conv = branch_unit.split("_Conv2d_")
-    conv = "Conv2d_" + conv
-    if block == "Mixed_5b" and branch_unit == "Branch_2_Conv2d_0b_3x3":
-        # slim's own name for this one unit (DeepMind's I3D kept it).
-        conv = "Conv2d_0a_3x3"
-    return f"{block}/{branch}/{conv}"
 
 
 def _ignorable(name: str) -> bool:
@@ -56,7 +42,7 @@ def convert_tf_slim(arrays: dict[str, np.ndarray], origin: str = "checkpoint"):
     """{params, batch_stats} of our InceptionV1 from slim's variables."""
     variables = gather_units(
         arrays,
-        lambda unit, leaf: f"{SCOPE}{slim_scope(unit)}/{_LEAF[leaf]}",
+        lambda unit, leaf: f"{SCOPE}{tf_variable_scope(unit, rank=2)}/{_LEAF[leaf]}",
         lambda leaf, a: a if leaf == "kernel" else a.reshape(-1),
         _ignorable,
         origin,
