@@ -244,6 +244,61 @@ class InceptionBlock(nn.Module):
         return jnp.concatenate([branch_0, branch_1, branch_2, branch_3], axis=-1)
 
 
+def inception_trunk(x, train: bool, *, rank: int, finish, width_multiplier: float = 1.0,
+                    batch_norm_scale: bool = False, dtype: Any = jnp.float32):
+    """Inception-v1 from its first conv to Mixed_5c, in 2D (TF-slim) or inflated
+    3D (I3D) form.
+
+    Called inside a module's compact `__call__`, so the layers are that
+    module's own (named as TF-slim / DeepMind name them). `finish(endpoint,
+    value)` records each endpoint and says whether to stop there. Returns
+    (output, stopped).
+    """
+    conv, pool = f"Conv{rank}d", ("MaxPool3d" if rank == 3 else "MaxPool")
+
+    def shape(temporal, spatial):  # the 2D layer drops the time axis
+        return (temporal, spatial, spatial)[3 - rank:]
+
+    def unit(features, kernel, strides, name):
+        return Unit(scaled_width(features, width_multiplier), kernel, strides,
+                    batch_norm_scale=batch_norm_scale, dtype=dtype, name=name)
+
+    stem = [
+        (f"{conv}_1a_7x7", 64, shape(7, 7), shape(2, 2)),
+        (f"{pool}_2a_3x3", None, shape(1, 3), shape(1, 2)),  # no temporal pooling
+        (f"{conv}_2b_1x1", 64, shape(1, 1), shape(1, 1)),
+        (f"{conv}_2c_3x3", 192, shape(3, 3), shape(1, 1)),
+        (f"{pool}_3a_3x3", None, shape(1, 3), shape(1, 2)),
+    ]
+    for name, features, window, strides in stem:
+        if features is None:
+            x = max_pool_same(x, window, strides)
+        else:
+            x = unit(features, window, strides, name)(x, train)
+        if finish(name, x):
+            return x, True
+    pools = {
+        "Mixed_4b": (f"{pool}_4a_3x3", shape(3, 3), shape(2, 2)),
+        "Mixed_5b": (f"{pool}_5a_2x2", shape(2, 2), shape(2, 2)),
+    }
+    for block, channels in INCEPTION_CHANNELS.items():
+        if block in pools:
+            pool_name, window, strides = pools[block]
+            x = max_pool_same(x, window, strides)
+            if finish(pool_name, x):
+                return x, True
+        x = InceptionBlock(
+            tuple(scaled_width(c, width_multiplier) for c in channels),
+            batch_norm_scale=batch_norm_scale,
+            dtype=dtype,
+            rank=rank,
+            name=block,
+        )(x, train)
+        if finish(block, x):
+            return x, True
+    return x, False
+
+
 class InceptionI3d(nn.Module):
     """I3D on [B, T, H, W, C] clips in [-1, 1] (RGB) or flow in [-1, 1] (C=2).
 
@@ -287,45 +342,11 @@ class InceptionI3d(nn.Module):
         def result(value):
             return (value, endpoints) if return_endpoints else value
 
-        width = lambda c: scaled_width(c, self.width_multiplier)  # noqa: E731
-        unit = lambda f, k, s, name: Unit(  # noqa: E731
-            width(f), k, s, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, name=name
-        )
-
-        x = unit(64, (7, 7, 7), (2, 2, 2), "Conv3d_1a_7x7")(x, train)
-        if finish("Conv3d_1a_7x7", x):
+        x, stopped = inception_trunk(
+            x, train, rank=3, finish=finish, width_multiplier=self.width_multiplier,
+            batch_norm_scale=self.batch_norm_scale, dtype=self.dtype)
+        if stopped:
             return result(x)
-        x = max_pool_same(x, (1, 3, 3), (1, 2, 2))
-        if finish("MaxPool3d_2a_3x3", x):
-            return result(x)
-        x = unit(64, (1, 1, 1), (1, 1, 1), "Conv3d_2b_1x1")(x, train)
-        if finish("Conv3d_2b_1x1", x):
-            return result(x)
-        x = unit(192, (3, 3, 3), (1, 1, 1), "Conv3d_2c_3x3")(x, train)
-        if finish("Conv3d_2c_3x3", x):
-            return result(x)
-        x = max_pool_same(x, (1, 3, 3), (1, 2, 2))
-        if finish("MaxPool3d_3a_3x3", x):
-            return result(x)
-
-        pools = {
-            "Mixed_4b": ("MaxPool3d_4a_3x3", (3, 3, 3), (2, 2, 2)),
-            "Mixed_5b": ("MaxPool3d_5a_2x2", (2, 2, 2), (2, 2, 2)),
-        }
-        for block, channels in INCEPTION_CHANNELS.items():
-            if block in pools:
-                pool_name, window, strides = pools[block]
-                x = max_pool_same(x, window, strides)
-                if finish(pool_name, x):
-                    return result(x)
-            x = InceptionBlock(
-                tuple(width(c) for c in channels),
-                batch_norm_scale=self.batch_norm_scale,
-                dtype=self.dtype,
-                name=block,
-            )(x, train)
-            if finish(block, x):
-                return result(x)
 
         _, t, h, w, _ = x.shape
         window = (min(2, t), min(7, h), min(7, w))

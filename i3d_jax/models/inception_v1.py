@@ -20,13 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from i3d_jax.models.i3d import (
-    INCEPTION_CHANNELS,
-    InceptionBlock,
-    Unit,
-    max_pool_same,
-    scaled_width,
-)
+from i3d_jax.models.i3d import Unit, inception_trunk
 
 # TF-slim's endpoint names, in network order.
 ENDPOINTS_2D = (
@@ -91,46 +85,11 @@ class InceptionV1(nn.Module):
         def result(value):
             return (value, endpoints) if return_endpoints else value
 
-        width = lambda c: scaled_width(c, self.width_multiplier)  # noqa: E731
-        unit = lambda f, k, s, name: Unit(  # noqa: E731
-            width(f), k, s, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, name=name
-        )
-
-        x = unit(64, (7, 7), (2, 2), "Conv2d_1a_7x7")(x, train)
-        if finish("Conv2d_1a_7x7", x):
+        x, stopped = inception_trunk(
+            x, train, rank=2, finish=finish, width_multiplier=self.width_multiplier,
+            batch_norm_scale=self.batch_norm_scale, dtype=self.dtype)
+        if stopped:
             return result(x)
-        x = max_pool_same(x, (3, 3), (2, 2))
-        if finish("MaxPool_2a_3x3", x):
-            return result(x)
-        x = unit(64, (1, 1), (1, 1), "Conv2d_2b_1x1")(x, train)
-        if finish("Conv2d_2b_1x1", x):
-            return result(x)
-        x = unit(192, (3, 3), (1, 1), "Conv2d_2c_3x3")(x, train)
-        if finish("Conv2d_2c_3x3", x):
-            return result(x)
-        x = max_pool_same(x, (3, 3), (2, 2))
-        if finish("MaxPool_3a_3x3", x):
-            return result(x)
-
-        pools = {
-            "Mixed_4b": ("MaxPool_4a_3x3", (3, 3)),
-            "Mixed_5b": ("MaxPool_5a_2x2", (2, 2)),
-        }
-        for block, channels in INCEPTION_CHANNELS.items():
-            if block in pools:
-                pool_name, window = pools[block]
-                x = max_pool_same(x, window, (2, 2))
-                if finish(pool_name, x):
-                    return result(x)
-            x = InceptionBlock(
-                tuple(width(c) for c in channels),
-                batch_norm_scale=self.batch_norm_scale,
-                dtype=self.dtype,
-                rank=2,
-                name=block,
-            )(x, train)
-            if finish(block, x):
-                return result(x)
 
         _, h, w, _ = x.shape
         x = nn.avg_pool(x, (min(7, h), min(7, w)), strides=(1, 1), padding="VALID")
