@@ -16,24 +16,9 @@ from i3d_jax.convert.i3d_jax_pickle import convert_i3d_jax_pickle
 from i3d_jax.convert.pytorch_i3d import convert_pytorch_i3d
 from i3d_jax.models import InceptionI3d
 from i3d_jax.safe_pickle import UnsafePickleError, load_arrays_pickle
+from tf_checkpoint import write_tf_checkpoint
 
 DEEPMIND_CHECKPOINTS = ["rgb_imagenet", "flow_imagenet", "rgb_scratch", "flow_scratch", "rgb_scratch_kin600"]
-
-
-def write_tf_checkpoint(prefix, arrays):
-    """A TF1-style checkpoint holding exactly `arrays` under their names."""
-    import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")
-    with tf.Graph().as_default():
-        variables = [
-            tf.compat.v1.get_variable(name, initializer=value, use_resource=False)
-            for name, value in arrays.items()
-        ]
-        saver = tf.compat.v1.train.Saver(var_list=variables)
-        with tf.compat.v1.Session() as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            return saver.save(session, str(prefix), write_meta_graph=False)
 
 
 def index_variables(reference_dir, name):

@@ -20,6 +20,7 @@ from i3d_jax.convert.inception_v1 import (
 from i3d_jax.convert.tf_slim import convert_tf_slim
 from i3d_jax.convert.torchvision_googlenet import convert_torchvision_googlenet
 from i3d_jax.models import InceptionV1
+from tf_checkpoint import write_tf_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -139,19 +140,6 @@ def _run(argv):
     return exit_info.value.code
 
 
-def _write_tf_checkpoint(prefix, arrays):
-    import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")
-    names = sorted(arrays)
-    tf.raw_ops.SaveV2(
-        prefix=str(prefix),
-        tensor_names=names,
-        shape_and_slices=[""] * len(names),
-        tensors=[arrays[n] for n in names],
-    )
-
-
 def test_convert_and_inflate_commands(slim_arrays, torchvision_arrays, tmp_path):
     import torch
 
@@ -180,7 +168,7 @@ def test_convert_and_inflate_commands(slim_arrays, torchvision_arrays, tmp_path)
     )
 
     # TF-slim's checkpoint as a TF checkpoint prefix.
-    _write_tf_checkpoint(tmp_path / "inception_v1.ckpt", slim_arrays)
+    write_tf_checkpoint(tmp_path / "inception_v1.ckpt", slim_arrays)
     assert (
         _run(
             [
