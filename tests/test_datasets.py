@@ -1,4 +1,4 @@
-"""The TFDS builders in data/: built from tiny fake releases in the official layouts."""
+"""The TFDS builders, built from tiny fake releases in the official layouts."""
 import json
 import logging
 import os
@@ -64,8 +64,11 @@ def test_builders_registered_by_name_and_offline(no_gcs, tmp_path):
                                      ("synthetic_motion", "default", "synthetic_motion")):
         builder = tfds.builder(f"{name}/{config}", data_dir=str(tmp_path))
         assert builder.name == name and builder.builder_config.name == config
-        assert Path(builder.code_path) == REPO / "data" / module_dir / f"{name}_dataset_builder.py"
+        package_dir = REPO / "i3d_jax" / "datasets" / "builders" / module_dir
+        assert Path(builder.code_path) == package_dir / f"{name}_dataset_builder.py"
+        assert builder.info.description == (package_dir / "README.md").read_text().strip()
         assert "label" in builder.info.features
+    assert datasets.builder_names() == sorted(datasets.BUILDER_NAMES)
     # The project's ucf101 shadows TFDS's catalogue builder of that name.
     assert tfds.builder_cls("ucf101") is datasets.builder_class("ucf101")
     assert "flow" in tfds.builder("ucf101/1_flow", data_dir=str(tmp_path)).info.features
@@ -147,12 +150,13 @@ def test_kinetics_builds_every_layout_and_reports_bad_clips(no_gcs, tmp_path, ca
                for r in caplog.records)
 
 
-def run_build_command(program, manual, data_dir):
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [*program, str(REPO / "data" / "kinetics"), "--config=600",
-               f"--manual_dir={manual}", f"--data_dir={data_dir}"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+def run_build_command(program, dataset, manual, data_dir):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [*program, dataset, "--config=600", f"--manual_dir={manual}",
+               f"--data_dir={data_dir}"]
+    # From outside the checkout: nothing is found through the working directory.
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                            cwd=data_dir.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     prepared = data_dir / "kinetics" / "600" / "1.0.0"
     info = json.loads((prepared / "dataset_info.json").read_text())
@@ -162,8 +166,9 @@ def run_build_command(program, manual, data_dir):
 
 
 def test_kinetics_with_the_build_command(tmp_path):
+    # By name, as an installed package (no checkout) builds it.
     manual = kinetics_release(tmp_path / "manual")
-    run_build_command([sys.executable, "-m", "i3d_jax.datasets.build"], manual,
+    run_build_command([sys.executable, "-m", "i3d_jax.datasets.build"], "kinetics", manual,
                       tmp_path / "data")
 
 
@@ -172,8 +177,9 @@ def test_kinetics_with_tfds_build(tmp_path):
     pytest.importorskip("apache_beam", reason="the tfds program needs apache-beam")
     pytest.importorskip("mlcroissant", reason="the tfds program needs mlcroissant")
     manual = kinetics_release(tmp_path / "manual")
-    run_build_command([str(Path(sys.executable).with_name("tfds")), "build"], manual,
-                      tmp_path / "data")
+    # From the checkout's data/kinetics, as TFDS documents for dataset folders.
+    run_build_command([str(Path(sys.executable).with_name("tfds")), "build"],
+                      str(REPO / "data" / "kinetics"), manual, tmp_path / "data")
 
 
 # --------------------------------------------------------------------------

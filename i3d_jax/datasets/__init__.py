@@ -1,8 +1,8 @@
 """The project's TFDS video datasets, registered with TFDS by importing this package.
 
-The builders live in the repository's `data/` folder (one folder per
-dataset, as `tfds build data/NAME` expects). Importing `i3d_jax.datasets`
-makes them reachable by name, offline:
+The builders ship in the package (`i3d_jax/datasets/builders/NAME/`; a
+checkout's `data/NAME/` lets `tfds build data/NAME` find them). Importing
+`i3d_jax.datasets` makes them reachable by name, offline:
 
     import i3d_jax.datasets
     builder = tfds.builder("kinetics/400", data_dir=...)
@@ -14,62 +14,40 @@ imported, `ucf101` means this project's builder, not TFDS's catalogue one.
 from __future__ import annotations
 
 import importlib
-import logging
+import importlib.resources
 
-import i3d_jax.quiet_tf  # noqa: F401  (before anything imports TF)
+# First: TF quiet before anything imports it. hide_gpus_from_tf: for the input pipeline.
+from i3d_jax.datasets.tf_setup import hide_gpus_from_tf, make_tfds_offline  # noqa: F401
 
-import tensorflow_datasets as tfds  # noqa: E402  (TFDS imports TF only when it needs it)
-from tensorflow_datasets.core import registered, visibility  # noqa: E402
-from tensorflow_datasets.core.utils import gcs_utils  # noqa: E402
+import tensorflow_datasets as tfds  # (TFDS imports TF only when it needs it)
+from tensorflow_datasets.core import registered
 
 BUILDER_NAMES = ("kinetics", "ucf101", "hmdb51", "synthetic_motion")
+_BUILDERS_PACKAGE = "i3d_jax.datasets.builders"
 
 
-def hide_gpus_from_tf() -> None:
-    """TF only reads data here: it must never take a GPU (or its memory) from JAX."""
-    import tensorflow as tf
-
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # TF's runtime already started: it must not have seen a GPU
-        if tf.config.get_visible_devices("GPU"):
-            logging.getLogger(__name__).warning(
-                "TF started before i3d_jax could hide the GPUs from it; it may hold GPU memory")
-
-
-class _DropTfdsInternalNotices(logging.Filter):
-    # TFDS 4.9.10 itself reads its deprecated `dtype` fields and calls
-    # `tf.map_fn(dtype=...)`, warning on every build and load; nothing a user
-    # of these datasets can change.
-    NOTICES = ("`FeatureConnector.dtype` is deprecated", "`TensorInfo.dtype` is deprecated",
-               "calling map_fn_v2 (from tensorflow.python.ops.map_fn) with dtype is deprecated")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg) % record.args if record.args else str(record.msg)
-        return not any(notice in message for notice in self.NOTICES)
-
-
-def make_tfds_offline() -> None:
-    """TFDS never looks at GCS or the community index (both need the network).
-
-    TFDS 4.9.10 already leaves GCS off by default (`gcs_utils._is_gcs_disabled`);
-    this pins it, and hides community datasets, whose index TFDS reads from
-    gs:// whenever it lists builders or explains an unknown name.
-    """
-    gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
-    visibility.set_availables([visibility.DatasetType.TFDS_PUBLIC])
-    for name in ("absl", "tensorflow"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropTfdsInternalNotices) for f in logger.filters):
-            logger.addFilter(_DropTfdsInternalNotices())
+def builder_names() -> list[str]:
+    """The datasets whose builders this installation has (`builders/NAME/NAME_dataset_builder.py`
+    in the installed package), sorted."""
+    root = importlib.resources.files(_BUILDERS_PACKAGE)
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and d.joinpath(f"{d.name}_dataset_builder.py").is_file())
 
 
 def builder_class(name: str):
-    """The builder class for one of BUILDER_NAMES (imports its module from `data/`)."""
+    """The builder class for one of BUILDER_NAMES (from `builders/NAME/NAME_dataset_builder.py`)."""
     if name not in BUILDER_NAMES:
         raise KeyError(f"unknown dataset {name!r}; this project builds {', '.join(BUILDER_NAMES)}")
+    module_name = f"{_BUILDERS_PACKAGE}.{name}.{name}_dataset_builder"
     with registered.skip_registration():
-        module = importlib.import_module(f"i3d_jax.datasets.builders.{name}_dataset_builder")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name not in (module_name, f"{_BUILDERS_PACKAGE}.{name}"):
+                raise  # the builder is there; something it imports is not
+            raise ModuleNotFoundError(
+                f"the {name!r} builder ({module_name}) is missing from this installation of "
+                f"i3d_jax (found: {', '.join(builder_names()) or 'none'})", name=e.name) from e
     return module.Builder
 
 
@@ -84,7 +62,7 @@ class _ProjectBuilders(registered.DatasetBuilderProvider):
 
 
 def register() -> None:
-    """Makes `tfds.builder(NAME)` find the builders in `data/` (idempotent)."""
+    """Makes `tfds.builder(NAME)` find this project's builders (idempotent)."""
     make_tfds_offline()
     providers = registered._DATASET_PROVIDER_REGISTRY  # pylint: disable=protected-access
     if not any(isinstance(p, _ProjectBuilders) for p in providers):

@@ -1,7 +1,11 @@
 """`tfds build`, offline and without apache-beam: the same command and flags.
 
-    python -m i3d_jax.datasets.build data/kinetics --config=400 \
+    python -m i3d_jax.datasets.build kinetics --config=400 \
         --manual_dir=/path/to/kinetics --data_dir=/path/to/tensorflow_datasets
+
+A dataset is named (kinetics, ucf101, hmdb51, synthetic_motion: the builders
+installed with the package) or, in a checkout, given as its folder
+(`data/kinetics`).
 
 TFDS 4.9.10's `tfds` program imports all its commands before it parses
 anything, and two of them need apache-beam and mlcroissant; this runs TFDS's

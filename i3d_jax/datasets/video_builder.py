@@ -1,4 +1,4 @@
-"""What every video dataset builder in `data/` shares.
+"""What every video dataset builder in `builders/` shares.
 
 One feature set for every dataset (`video_features`): RGB frames at 25 fps
 with the short side resized (JPEG), optional TV-L1 flow quantised to uint8
@@ -30,6 +30,7 @@ from PIL import Image
 from tensorflow_datasets.core.utils.lazy_imports_utils import tensorflow as tf
 
 from i3d_jax.atomic_file import write_atomically
+from i3d_jax.datasets.tf_setup import hide_gpus_from_tf
 from i3d_jax.video import VideoDecodeError, decode_video, resize_short_side
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,6 @@ log = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0
 DEFAULT_SHORT_SIDE = 256
 DEFAULT_JPEG_QUALITY = 90
-# Flow is stored the way `i3d_jax.flow.quantize_flow` writes it: truncated to
-# +-FLOW_BOUND pixels, then [-FLOW_BOUND, FLOW_BOUND] -> 0..255.
-FLOW_BOUND = 20.0
 REPORT_PREFIX = "build_report-"
 
 
@@ -89,12 +87,15 @@ def video_features(*, with_flow: bool, frame_shape=(None, None), doc_fps: float 
         "fps": tfds.features.Scalar(np.float32, doc="frame rate of the source video"),
     }
     if with_flow:
+        # Stored as `quantize_flow` writes it (JAX: imported only when flow is asked for).
+        from i3d_jax.flow import FLOW_BOUND
+
         features["flow"] = tfds.features.Sequence(
             FlowFrame(shape=(height, width, 2)),
             doc=(
                 f"TV-L1 flow from frame t to t+1 (x then y) truncated to +-{FLOW_BOUND:g} px, "
-                "u8 = round((f + 20) * 255 / 40); the last field is repeated so that "
-                "flow and video have the same number of frames"
+                f"u8 = round((f + {FLOW_BOUND:g}) * 255 / {2 * FLOW_BOUND:g}); the last field "
+                "is repeated so that flow and video have the same number of frames"
             ),
         )
     return tfds.features.FeaturesDict(features)
@@ -294,10 +295,11 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     builder_config: VideoBuilderConfig
 
-    # The builder's own file and folder (data/NAME/), where its README.md and
+    # The builder's own file and folder (builders/NAME/), where its README.md and
     # CITATIONS.bib are. TFDS 4.9.10 derives both from the top-level package,
-    # which names files that do not exist for modules served from data/, and
-    # on Python >= 3.9 needs importlib_resources, which it does not install.
+    # which names no real file for a module that `tfds build data/NAME` loads
+    # by path, and on Python >= 3.9 needs importlib_resources, which it does
+    # not install. A class may name its folder (`data/NAME/`'s do).
     @tfds.core.utils.classproperty
     @classmethod
     def code_path(cls) -> epath.Path:
@@ -305,11 +307,10 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.pkg_dir_path = epath.Path(inspect.getfile(cls)).parent
+        if "pkg_dir_path" not in cls.__dict__:
+            cls.pkg_dir_path = epath.Path(inspect.getfile(cls)).parent
 
     def __init__(self, **kwargs):
-        from i3d_jax.datasets import hide_gpus_from_tf
-
         hide_gpus_from_tf()  # TV-L1 flow runs in JAX, in this process
         super().__init__(**kwargs)
         # The build writes into a temporary folder renamed at the end; the

@@ -1,0 +1,1 @@
+"""TFDS builder `kinetics`: its code, README.md (the description) and CITATIONS.bib."""

@@ -1,0 +1,1 @@
+"""TFDS builder `synthetic_motion`: its code and README.md (the description)."""

@@ -1,0 +1,1 @@
+"""TFDS builder `ucf101`: its code, README.md (the description) and CITATIONS.bib."""
