@@ -37,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from i3d_jax import datasets as project_datasets  # noqa: E402  (registers the builders)
+from i3d_jax.flow import FLOW_BOUND  # noqa: E402  (how stored flow is quantised)
 
 project_datasets.hide_gpus_from_tf()
 
@@ -191,8 +192,8 @@ def _resized(frames, modality, height, width, short_side):
     out = tf.image.resize(tf.cast(frames, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
     if modality == "flow":
         # uint8 -> pixels, scale, and back (values stay in the stored 0..255 range).
-        out = (out / 255.0 * 40.0 - 20.0) * scale
-        out = tf.clip_by_value((out + 20.0) * (255.0 / 40.0), 0.0, 255.0)
+        out = (out / 255.0 * (2 * FLOW_BOUND) - FLOW_BOUND) * scale
+        out = tf.clip_by_value((out + FLOW_BOUND) * (255.0 / (2 * FLOW_BOUND)), 0.0, 255.0)
     else:
         out = tf.clip_by_value(out, 0.0, 255.0)
     return out, new_h, new_w
