@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from i3d_jax.arrays import load_npz, npz_keys
 from i3d_jax.atomic_file import write_atomically
 
 EMBEDDINGS = ("logits", "features")
@@ -191,11 +192,7 @@ class VideoSetStatistics:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such statistics file")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
+        arrays = load_npz(path)
         missing = [key for key in ("mu", "sigma") if key not in arrays]
         if missing:
             raise ValueError(
@@ -230,10 +227,10 @@ def is_statistics_file(path) -> bool:
     if path.suffix != ".npz" or not path.is_file():
         return False
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return "mu" in data.files and "sigma" in data.files
-    except Exception:
+        keys = npz_keys(path)
+    except ValueError:
         return False
+    return "mu" in keys and "sigma" in keys
 
 
 # ---------------------------------------------------------------------------

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from i3d_jax.arrays import load_array
+from i3d_jax.atomic_file import atomic_output
+from i3d_jax.streams import STREAM_CHANNELS, accepted_channels
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".gif", ".mov", ".m4v")
+VIZ_SUFFIXES = (".gif", ".mp4")
 TARGET_FPS = 25.0
 RESIZE_SHORT_SIDE = 256
 CROP_SIZE = 224
@@ -87,6 +93,39 @@ def decode_video(
     return video[:max_frames], source_fps
 
 
+def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """An .npy clip; an unreadable one is a VideoDecodeError, as a video is."""
+    try:
+        return load_array(path, mmap=mmap)
+    except (OSError, ValueError) as e:
+        raise VideoDecodeError(str(e)) from None
+
+
+def estimated_frames(path: str | Path, fps: float = TARGET_FPS) -> int | None:
+    """The frames `load_clip(path)` would give, without decoding: an .npy's
+    length, or a video's duration times `fps`; None where unknown."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            return int(_load_npy(path, mmap=True).shape[0])
+        except (VideoDecodeError, IndexError):
+            return None
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.duration and stream.time_base:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration:
+                seconds = container.duration / av.time_base
+            else:
+                return None
+    except Exception:  # unreadable: load_clip reports it by name
+        return None
+    return int(math.floor(seconds * fps + 1e-6))
+
+
 def _resample(path, video, times, source_fps, fps, start, end):
     # The last source frame stays on screen for one source frame period.
     frame_period = 1.0 / source_fps if source_fps else (times[-1] - times[0]) / max(len(times) - 1, 1)
@@ -137,18 +176,15 @@ def load_clip(path: str | Path, max_frames: int | None = None, in_channels: int 
     """
     path = Path(path)
     if path.suffix == ".npy":
-        try:
-            clip = np.load(path, allow_pickle=False)
-        except Exception as e:
-            raise VideoDecodeError(f"{path}: not a readable .npy array ({e})") from None
+        clip = _load_npy(path)
         if clip.ndim != 4 or clip.shape[-1] != in_channels:
             raise ValueError(
                 f"{path}: expected an array [T, H, W, {in_channels}], got shape {clip.shape}"
             )
         clip = clip.astype(np.float32)
         return clip[:max_frames] if max_frames else clip
-    if in_channels not in (2, 3):
-        raise ValueError(f"{path}: a video gives 3 (RGB) or 2 (flow) channels, not {in_channels}")
+    if in_channels not in STREAM_CHANNELS.values():
+        raise ValueError(f"{path}: a video gives {accepted_channels()} channels, not {in_channels}")
     # Flow for N frames needs N + 1 of them.
     frames = max_frames + 1 if (max_frames and in_channels == 2) else max_frames
     video = resize_short_side(decode_video(path, fps=TARGET_FPS, max_frames=frames)[0])
@@ -161,3 +197,71 @@ def load_clip(path: str | Path, max_frames: int | None = None, in_channels: int 
     if len(video) < 2:
         raise ValueError(f"{path}: flow needs at least 2 frames, decoded {len(video)}")
     return flow_to_network(centre_crop(tvl1_flow(video, progress=True)))
+
+
+def load_frames(path, fps: float | None, max_frames: int | None, resize_short_side_to: int | None):
+    """uint8 frames [T, H, W] or [T, H, W, 3] (at least 2, for flow) from a
+    video file (resampled to `fps`; None or 0 keeps every frame) or an .npy."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        frames = _load_npy(path)
+        if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] != 3):
+            raise ValueError(
+                f"{path}: expected uint8 frames [T, H, W] or [T, H, W, 3], "
+                f"got {frames.dtype} array of shape {frames.shape}"
+            )
+        frames = frames[:max_frames] if max_frames else frames
+    else:
+        frames, _ = decode_video(path, fps=fps or None, max_frames=max_frames)
+    if resize_short_side_to:
+        gray = frames.ndim == 3
+        frames = resize_short_side(frames[..., None] if gray else frames, resize_short_side_to)
+        frames = frames[..., 0] if gray else frames
+    if frames.shape[0] < 2:
+        raise ValueError(f"{path}: flow needs at least 2 frames, got {frames.shape[0]}")
+    return frames
+
+
+def write_visualisation(path, flow, fps: float, max_magnitude: float | None = None):
+    """Writes the colour-wheel rendering of flow [T, H, W, 2] as a GIF (PIL)
+    or MP4 (PyAV, H.264), atomically."""
+    from i3d_jax.flow import flow_to_colour
+
+    path = Path(path)
+    if path.suffix not in VIZ_SUFFIXES:
+        raise ValueError(f"--viz {path} must end in {' or '.join(VIZ_SUFFIXES)}")
+    if max_magnitude is None:
+        # One scale for the whole clip, so colours compare across frames.
+        max_magnitude = float(np.hypot(flow[..., 0], flow[..., 1]).max())
+    frames = flow_to_colour(flow, max_magnitude)
+    with atomic_output(path) as tmp:
+        if path.suffix == ".gif":
+            write_gif(tmp, frames, fps)
+        else:
+            write_mp4(tmp, frames, fps)
+
+
+def write_gif(path, frames, fps: float):
+    """uint8 RGB frames [T, H, W, 3] as a looping GIF."""
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
+                   duration=round(1000.0 / fps), loop=0)
+
+
+def write_mp4(path, frames, fps: float):
+    """uint8 RGB frames [T, H, W, 3] as H.264 MP4 (yuv420p, CRF 18)."""
+    import av
+
+    # H.264 in yuv420p needs even sides: repeat the last row/column if odd.
+    _, height, width, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

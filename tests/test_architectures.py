@@ -16,7 +16,7 @@ from flax import traverse_util
 from i3d_jax import cli
 from i3d_jax.models import ARCHITECTURES, build_model, paper_inputs
 from i3d_jax.models.conv3d import CONV_STAGES
-from i3d_jax.summary import abstract_variables, count_params
+from i3d_jax.models.stats import abstract_variables, count_params
 from variables_for_tests import random_variables
 
 # Table 1 of the paper (parameters, at Kinetics' 400 classes).

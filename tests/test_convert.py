@@ -9,7 +9,8 @@ import pytest
 from flax import traverse_util
 
 from i3d_jax.checkpoints import load_pretrained
-from i3d_jax.cli import convert_checkpoint, main
+from i3d_jax.cli import main
+from i3d_jax.convert import convert_checkpoint
 from i3d_jax.convert.common import CheckpointMismatchError, fold_batch_norm_scale, i3d_units
 from i3d_jax.convert.deepmind import deepmind_scope
 from i3d_jax.convert.i3d_jax_pickle import convert_i3d_jax_pickle

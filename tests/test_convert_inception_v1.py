@@ -13,10 +13,8 @@ from flax import traverse_util
 from i3d_jax import cli
 from i3d_jax.checkpoints import load_pretrained
 from i3d_jax.convert.common import CheckpointMismatchError, check_fits
-from i3d_jax.convert.inception_v1 import (
-    convert_inception_v1_checkpoint,
-    expected_inception_v1_variables,
-)
+from i3d_jax.convert import convert_inception_v1_checkpoint
+from i3d_jax.convert.inception_v1 import expected_inception_v1_variables
 from i3d_jax.convert.tf_slim import convert_tf_slim
 from i3d_jax.convert.torchvision_googlenet import convert_torchvision_googlenet
 from i3d_jax.models import InceptionV1

@@ -17,7 +17,7 @@ from i3d_jax.inflate import INCEPTION_SUBTREES, init_from_inception_v1, inflate_
 from i3d_jax.models import ENDPOINTS_2D, build_model
 from i3d_jax.models.i3d import InceptionBlock, InceptionI3d, Unit, max_pool_same
 from i3d_jax.models.inception_v1 import InceptionV1, endpoint_3d
-from i3d_jax.summary import abstract_variables
+from i3d_jax.models.stats import abstract_variables
 from variables_for_tests import random_variables
 
 WIDTH = 1 / 8

@@ -10,6 +10,8 @@ import numpy as np
 from flax import traverse_util
 
 from i3d_jax.models.i3d import BRANCH_UNITS, INCEPTION_CHANNELS, InceptionI3d
+from i3d_jax.models.stats import abstract_variables
+from i3d_jax.streams import stream_for_channels
 
 # Our parameter tree, per unit: params[unit]{conv_3d{kernel,bias?},
 # batch_norm{bias,scale?}}, batch_stats[unit]{batch_norm{mean,var}}.
@@ -63,11 +65,15 @@ def flat_key(path: Iterable[str]) -> str:
     return "/".join(path)
 
 
+def params_and_stats(variables) -> dict:
+    """The {params, batch_stats} a checkpoint holds, of a model's variables."""
+    return {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+
+
 def expected_variables(model: InceptionI3d, in_channels: int):
     """Abstract {params, batch_stats} of `model` (shapes only, no compute)."""
-    frames = jnp.zeros((1, 16, 224, 224, in_channels), jnp.float32)
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), frames)
-    return {k: v for k, v in shapes.items() if k in ("params", "batch_stats")}
+    frames = jax.ShapeDtypeStruct((1, 16, 224, 224, in_channels), jnp.float32)
+    return params_and_stats(abstract_variables(model, frames))
 
 
 def check_fits(variables, expected, source: str):
@@ -143,6 +149,26 @@ def infer_model_fields(variables) -> dict:
         "in_channels": int(np.shape(params["Conv3d_1a_7x7"]["conv_3d"]["kernel"])[3]),
         "batch_norm_scale": "scale" in params["Conv3d_1a_7x7"]["batch_norm"],
     }
+
+
+def checked_stream(in_channels: int, stream: str | None, src: str, hint: str = "") -> str:
+    """The stream of a checkpoint whose first conv takes `in_channels`, which
+    must be the `--stream` asked for, if one was."""
+    channel_stream = stream_for_channels(in_channels, f"{src} (first conv)")
+    if stream and stream != channel_stream:
+        raise ValueError(f"{src}: --stream {stream}, but its first conv takes {channel_stream} input{hint}")
+    return channel_stream
+
+
+def check_i3d(variables, src: str, stream: str | None = None) -> tuple[dict, str]:
+    """(model fields, stream) of a converted I3D tree, checked: its first
+    conv's channels give the stream, which must be `stream` if one is asked
+    for, and the tree must fit the I3D those fields build."""
+    fields = infer_model_fields(variables)
+    channel_stream = checked_stream(fields["in_channels"], stream, src)
+    model = InceptionI3d(num_classes=fields["num_classes"], batch_norm_scale=fields["batch_norm_scale"])
+    check_fits(variables, expected_variables(model, fields["in_channels"]), src)
+    return fields, channel_stream
 
 
 def fold_batch_norm_scale(variables):

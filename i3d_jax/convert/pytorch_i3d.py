@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from i3d_jax.arrays import load_npz
 from i3d_jax.convert.common import gather_units
 
 _BRANCH = {
@@ -39,11 +40,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable .npz ({e})") from None
+        return load_npz(path)
     try:
         import torch
     except ImportError:

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from i3d_jax.arrays import load_array, load_npz, npz_keys
 from i3d_jax.fvd import (
     DEFAULT_BATCH_SIZE,
     EMBEDDINGS,
@@ -38,15 +39,13 @@ class VideoSet:
     clips: Callable[[int | None], Iterator]  # max_frames -> (name, uint8 clip) pairs
 
 
-def _load_array(path: Path) -> np.ndarray:
+def _load_videos(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    with np.load(path, allow_pickle=False) as data:
-        keys = data.files
-        if len(keys) == 1:
-            return data[keys[0]]
-        if "videos" in keys:
-            return data["videos"]
+        return load_array(path, mmap=True)  # sets of videos can exceed memory
+    keys = npz_keys(path)
+    if len(keys) == 1 or "videos" in keys:
+        key = keys[0] if len(keys) == 1 else "videos"
+        return load_npz(path, [key])[key]
     raise ValueError(
         f"{path}: an .npz of videos must hold one array (or one named 'videos'); "
         f"found keys {', '.join(keys) or 'none'}"
@@ -55,7 +54,7 @@ def _load_array(path: Path) -> np.ndarray:
 
 def _array_set(label: str, path: Path) -> VideoSet:
     try:
-        videos = _load_array(path)
+        videos = _load_videos(path)
     except Exception as e:
         if isinstance(e, ValueError) and str(path) in str(e):
             raise ValueError(f"{label} {e}") from None
@@ -79,10 +78,7 @@ def _read_clip(path: Path, max_frames: int | None) -> np.ndarray:
     from i3d_jax.video import decode_video
 
     if path.suffix == ".npy":
-        try:
-            clip = np.load(path, mmap_mode="r", allow_pickle=False)
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable .npy array ({e})") from None
+        clip = load_array(path, mmap=True)
         if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
             raise ValueError(
                 f"{path}: expected a uint8 clip [T, H, W, 3], "

@@ -1,0 +1,61 @@
+"""`i3d-jax`: classify videos, extract I3D features, convert and inflate
+checkpoints, compute TV-L1 flow and FVD, and summarise the paper's models.
+
+Each command module has `register(subparsers)`, adding parsers whose
+`func(args)` returns the exit code; a new command is a module appended to
+COMMANDS. The modules only parse arguments and print: the work is done by
+the library (`i3d_jax.inference`, `.convert`, `.inflate`, `.flow`, `.fvd`,
+`.models.stats`).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import i3d_jax.quiet_tf  # noqa: F401  (before anything imports TF)
+from i3d_jax import __version__
+from i3d_jax.cli import convert, flow, fvd, inflate, predict, summary
+
+COMMANDS = (predict, convert, inflate, flow, fvd, summary)
+
+# Mistakes in what the user asked for (a path, a flag, a missing optional
+# package): one line is all they need. Anything else, an XLA error such as
+# RESOURCE_EXHAUSTED above all, keeps its whole message and traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="i3d-jax",
+        description="Classify videos, extract I3D features, convert and inflate checkpoints, "
+                    "compute TV-L1 flow and FVD, and summarise the paper's models.",
+        epilog="`i3d-jax COMMAND --help` describes a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def _is_user_error(error: BaseException) -> bool:
+    import jax
+
+    if isinstance(error, jax.errors.JaxRuntimeError):
+        return False
+    # weights.py's offline message is a RuntimeError that tells what to fetch.
+    return isinstance(error, USER_ERRORS) or type(error) is RuntimeError
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code = args.func(args)
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
+        print(f"i3d-jax {args.command}: error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

