@@ -1,4 +1,5 @@
 """The user flows of `i3d-jax`: predict, features, convert, and their weights."""
+import argparse
 import json
 import subprocess
 
@@ -178,3 +179,105 @@ def test_sdist_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
         weights.load_weights("kinetics400-rgb")
     with pytest.raises(ValueError, match="unknown weights 'kinetics700'"):
         weights.pretrained_path("kinetics700")
+
+
+def _subcommands(parser):
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices, {c.dest: c.help for c in action._choices_actions}
+
+
+def test_version_and_every_command_and_option_is_described(capsys):
+    import i3d_jax
+    from i3d_jax.cli import build_parser
+
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.strip() == f"i3d-jax {i3d_jax.__version__}"
+
+    code, out, _ = run_cli(["--help"], capsys)
+    commands, descriptions = _subcommands(build_parser())
+    assert code == 0
+    assert {"predict", "features", "convert", "inflate", "flow", "fvd", "fvd-stats", "summary"} <= set(commands)
+    for name, parser in commands.items():
+        assert descriptions.get(name), f"{name} has no one-line description"
+        assert name in out and descriptions[name].split()[0] in out
+        undescribed = [a.dest for a in parser._actions
+                       if not isinstance(a, argparse._HelpAction) and not a.help]
+        assert not undescribed, f"i3d-jax {name}: options without help: {undescribed}"
+
+
+def test_stream_help_says_how_flow_comes_from_videos_and_npy():
+    from i3d_jax.cli import build_parser
+
+    commands, _ = _subcommands(build_parser())
+    for name in ("predict", "features"):
+        stream = next(a for a in commands[name]._actions if a.dest == "stream")
+        assert "TV-L1" in stream.help and "[T, H, W, 2]" in stream.help and "[-1, 1]" in stream.help
+
+
+def test_predict_says_what_it_does_on_stderr(small_checkpoint, tmp_path, capsys):
+    path, _ = small_checkpoint
+    for name, frames in (("a", 9), ("b", 9), ("c", 12)):
+        np.save(tmp_path / f"{name}.npy", np.zeros((frames, 64, 64, 3), np.float32))
+    clips = [str(tmp_path / f"{n}.npy") for n in "abc"]
+    code, _, err = run_cli(["predict", *clips, "--checkpoint", str(path)], capsys)
+    assert code == 0
+    lines = err.splitlines()
+    assert lines[0] == f"loading checkpoint {path}"
+    assert "i3d, rgb stream, 5 classes" in lines[1]
+    # One compile per clip length, each announced before it runs.
+    compiles = [line for line in lines if line.startswith("compiling for")]
+    assert compiles == ["compiling for 9-frame clips of 64x64 (about 10-15 s on CPU)",
+                        "compiling for 12-frame clips of 64x64 (about 10-15 s on CPU)"]
+    for clip, frames in zip(clips, (9, 9, 12)):
+        line = next(line for line in lines if line.startswith(f"{clip}: "))
+        assert line.startswith(f"{clip}: {frames} frames, ") and line.endswith(" s")
+
+
+def test_a_long_video_is_warned_about_with_the_frames_hint(small_checkpoint, tmp_path, capsys, monkeypatch):
+    import i3d_jax.video
+
+    path, _ = small_checkpoint
+    np.save(tmp_path / "long.npy", np.zeros((9, 64, 64, 3), np.float32))
+    # The estimate is what warns, before anything is decoded; its real value is tested below.
+    monkeypatch.setattr(i3d_jax.video, "estimated_frames", lambda p: 1500)
+    code, _, err = run_cli(["predict", str(tmp_path / "long.npy"), "--checkpoint", str(path)], capsys)
+    assert code == 0 and "warning: " in err and "about 1500 frames" in err and "--frames N" in err
+    code, _, err = run_cli(["predict", str(tmp_path / "long.npy"), "--checkpoint", str(path),
+                            "--frames", "9"], capsys)
+    assert code == 0 and "warning" not in err
+
+
+def test_estimated_frames_count_25_fps_output_without_decoding(tmp_path):
+    from fake_videos import write_video
+    from i3d_jax.video import decode_video, estimated_frames
+
+    video = write_video(tmp_path / "ten_fps.mp4", num_frames=20, fps=10)
+    assert estimated_frames(video) == len(decode_video(video)[0]) == 50
+    np.save(tmp_path / "clip.npy", np.zeros((1234, 2, 2, 3), np.float32))
+    assert estimated_frames(tmp_path / "clip.npy") == 1234
+    assert estimated_frames(tmp_path / "absent.mp4") is None
+
+
+def test_user_errors_are_one_line_but_xla_errors_keep_their_traceback(monkeypatch, capsys):
+    from i3d_jax.cli import predict
+
+    def failing(error):
+        def cmd(args):
+            raise error
+        return cmd
+
+    monkeypatch.setattr(predict, "cmd_predict", failing(ValueError("clip.npy: bad shape")))
+    code, _, err = run_cli(["predict", "clip.npy"], capsys)
+    assert code == 2 and err == "i3d-jax predict: error: clip.npy: bad shape\n"
+
+    oom = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB")
+    monkeypatch.setattr(predict, "cmd_predict", failing(oom))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED: Out of memory"):
+        main(["predict", "clip.npy"])
+
+
+def test_weights_of_another_architecture_are_named_in_the_error(monkeypatch):
+    metadata = ModelMetadata(architecture="inception_v1", num_classes=1000)
+    monkeypatch.setattr(weights, "load_weights", lambda name: (metadata, {}))
+    with pytest.raises(ValueError, match=r"^kinetics400-rgb: predict and features run I3D"):
+        LoadedModel.from_options(weights="kinetics400-rgb")

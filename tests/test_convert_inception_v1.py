@@ -14,7 +14,7 @@ from i3d_jax import cli
 from i3d_jax.checkpoints import load_pretrained
 from i3d_jax.convert.common import CheckpointMismatchError, check_fits
 from i3d_jax.convert import convert_inception_v1_checkpoint
-from i3d_jax.convert.inception_v1 import expected_inception_v1_variables
+from i3d_jax.convert.inception_v1 import check_inception_v1, expected_inception_v1_variables
 from i3d_jax.convert.tf_slim import convert_tf_slim
 from i3d_jax.convert.torchvision_googlenet import convert_torchvision_googlenet
 from i3d_jax.models import InceptionV1
@@ -258,3 +258,25 @@ def test_convert_and_inflate_commands(slim_arrays, torchvision_arrays, tmp_path)
         == 2
     )
     assert not (tmp_path / "again").exists()
+
+
+def test_first_conv_channels_give_the_stream_and_others_are_refused(slim_arrays):
+    """2-channel (flow) weights are accepted as flow; any other count is an
+    error that names the accepted ones (it once said "expected 3")."""
+    variables = convert_tf_slim(slim_arrays, origin="slim")
+    first = variables["params"]["Conv2d_1a_7x7"]["conv_2d"]
+
+    def with_channels(n):
+        kernel = np.resize(first["kernel"], first["kernel"].shape[:2] + (n, first["kernel"].shape[3]))
+        params = {**variables["params"], "Conv2d_1a_7x7": {**variables["params"]["Conv2d_1a_7x7"],
+                                                           "conv_2d": {"kernel": kernel}}}
+        return {**variables, "params": params}
+
+    fields, stream = check_inception_v1(with_channels(2), "flow.ckpt")
+    assert (stream, fields["in_channels"]) == ("flow", 2)
+    assert check_inception_v1(variables, "rgb.ckpt")[1] == "rgb"
+    with pytest.raises(ValueError, match=r"four.ckpt \(first conv\): 4 input channels; "
+                                         r"expected 3 \(rgb\) or 2 \(flow\)"):
+        check_inception_v1(with_channels(4), "four.ckpt")
+    with pytest.raises(ValueError, match="--stream rgb, but its first conv takes flow input"):
+        check_inception_v1(with_channels(2), "flow.ckpt", stream="rgb")

@@ -2,6 +2,7 @@
 end, the flow stream's first conv, classifiers, and every Inception-based
 architecture's `init_from`."""
 
+import functools
 import math
 
 import chex
@@ -330,3 +331,71 @@ def test_conv3d_has_nothing_to_inflate():
     _, source = _source()
     with pytest.raises(ValueError, match="conv3d has no Inception-v1 layers"):
         init_from_inception_v1("conv3d", {"params": {}, "batch_stats": {}}, source)
+
+
+def _abstract_and_init(arch, num_classes=CLASSES):
+    model = build_model(arch, num_classes=num_classes, width_multiplier=WIDTH)
+    inputs = jax.tree.map(
+        lambda s: jnp.zeros(s, jnp.float32), TINY_INPUTS[arch], is_leaf=lambda x: isinstance(x, tuple)
+    )
+    return abstract_variables(model, inputs), lambda key: model.init(key, inputs, train=False)
+
+
+def _added_layers(init, key, arch):
+    """The leaves of `init(key)` outside the Inception networks, computed
+    alone (jitted, so the rest of the init is dead code)."""
+    subtrees = INCEPTION_SUBTREES[arch]
+
+    def added(k):
+        flat = traverse_util.flatten_dict(dict(init(k)))
+        return {
+            "/".join(p): v for p, v in flat.items()
+            if not any(p[1 : 1 + len(s)] == s for s in subtrees)
+        }
+
+    return jax.jit(added)(key)
+
+
+@pytest.mark.parametrize(("arch", "num_classes"), [("two_stream_fused", CLASSES), ("i3d", 400)])
+def test_init_from_an_abstract_target_is_concrete_and_what_init_gives(arch, num_classes):
+    """An eval_shape-first trainer passes ShapeDtypeStructs: every leaf comes
+    back an array, the Inception ones from the source, the rest (the fusion
+    layers; a classifier of another size) as the model's init(key) has them."""
+    _, source = _source()
+    abstract, init = _abstract_and_init(arch, num_classes)
+    key = jax.random.PRNGKey(7)
+    variables = init_from_inception_v1(arch, abstract, source, rng=key, init=init)
+
+    flat = traverse_util.flatten_dict(variables)
+    flat_abstract = traverse_util.flatten_dict(abstract)
+    assert flat.keys() == flat_abstract.keys()
+    for path, value in flat.items():
+        assert isinstance(value, np.ndarray), f"{'/'.join(path)} is {type(value).__name__}"
+        assert (value.shape, value.dtype) == (flat_abstract[path].shape, flat_abstract[path].dtype)
+
+    # Inside the Inception networks: what inflate_variables gives them.
+    for sub in INCEPTION_SUBTREES[arch]:
+        local = {c: functools.reduce(lambda node, k: node[k], sub, abstract[c])
+                 for c in ("params", "batch_stats")}
+        want = traverse_util.flatten_dict(inflate_variables(source, local, rng=key))
+        for (collection, *rest), value in want.items():
+            if rest[0] == "Logits" and num_classes != CLASSES:
+                continue  # no classifier of this size in the source: from init, below
+            np.testing.assert_array_equal(flat[(collection, *sub, *rest)], value)
+
+    # Outside them, and a classifier the source cannot give: init's values.
+    added = {k: np.asarray(v) for k, v in _added_layers(init, key, arch).items()}
+    if num_classes != CLASSES:
+        classifier = traverse_util.flatten_dict(dict(jax.jit(
+            lambda k: init(k)["params"]["Logits"])(key)))
+        added.update({"params/Logits/" + "/".join(p): np.asarray(v) for p, v in classifier.items()})
+    assert added, "nothing to take from init"
+    for name, want in added.items():
+        np.testing.assert_array_equal(flat[tuple(name.split("/"))], want, err_msg=name)
+
+
+def test_init_from_an_abstract_target_without_init_names_the_leaves_it_cannot_fill():
+    _, source = _source()
+    abstract, _ = _abstract_and_init("two_stream_fused")
+    with pytest.raises(ValueError, match=r"6 of its leaves.*params/Conv3d_fusion_3x3/conv_3d/kernel.*init="):
+        init_from_inception_v1("two_stream_fused", abstract, source)
