@@ -8,6 +8,7 @@ an interrupted save never leaves a checkpoint that looks complete.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,10 +21,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from i3d_jax.models import build_model
+from i3d_jax.streams import STREAM_CHANNELS  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-STREAM_CHANNELS = {"rgb": 3, "flow": 2}
 
 
 @dataclass
@@ -37,9 +37,13 @@ class ModelMetadata:
     batch_norm_scale: bool = False
     labels: list[str] = field(default_factory=list)
     source: str = ""
+    width_multiplier: float = 1.0
 
     def model_fields(self) -> dict:
-        return {"num_classes": self.num_classes, "batch_norm_scale": self.batch_norm_scale}
+        fields = {"num_classes": self.num_classes, "batch_norm_scale": self.batch_norm_scale}
+        if self.width_multiplier != 1.0:
+            fields["width_multiplier"] = self.width_multiplier
+        return fields
 
     def build_model(self, **overrides):
         return build_model(self.architecture, **{**self.model_fields(), **overrides})
@@ -101,8 +105,12 @@ def load_metadata(directory) -> ModelMetadata:
 
 
 def load_pretrained(directory):
-    """Returns (metadata, variables) of a checkpoint written by save_pretrained."""
+    """Returns (metadata, variables) of a checkpoint written by save_pretrained, or of
+    a training workdir's latest checkpoint."""
     directory = Path(directory).absolute()
+    if is_training_workdir(directory):
+        metadata, variables, _ = load_training_variables(directory)
+        return metadata, variables
     metadata = load_metadata(directory)
     restored = _checkpointer().restore(
         directory,
@@ -110,3 +118,157 @@ def load_pretrained(directory):
     )
     variables = jax.tree.map(np.asarray, dict(restored["variables"]))
     return metadata, variables
+
+
+# --------------------------------------------------------------------------
+# Training checkpoints: `{workdir}/checkpoints/{step}/` with the train state
+# (`state`), every process's input position (`input`) and the model
+# metadata (`model`), through one Orbax CheckpointManager. Orbax writes a
+# step into a temporary directory and renames it when whole, so a save cut
+# short never leaves a step that a resume would take.
+
+TRAINING_CHECKPOINTS = "checkpoints"
+
+
+class InputIteratorHandler(ocp.CheckpointHandler):
+    """Each process's input position: its tf.data iterator's own checkpoint
+    (Orbax has no tf.data handler), `process_{index}/iterator.*` in the item."""
+
+    def _prefix(self, directory):
+        return Path(directory) / f"process_{jax.process_index()}" / "iterator"
+
+    def save(self, directory, args: "InputIteratorArgs"):
+        args.iterator.save(self._prefix(directory))
+
+    def restore(self, directory, args: "InputIteratorArgs" = None):
+        prefix = self._prefix(directory)
+        if not prefix.with_name(prefix.name + ".index").exists():
+            raise FileNotFoundError(
+                f"{directory}: no input position for process {jax.process_index()} "
+                f"(written by a run with fewer processes?)")
+        args.iterator.restore(prefix)
+        return args.iterator
+
+
+@ocp.args.register_with_handler(InputIteratorHandler, for_save=True, for_restore=True)
+@dataclasses.dataclass
+class InputIteratorArgs(ocp.args.CheckpointArgs):
+    iterator: object
+
+
+def is_training_workdir(directory) -> bool:
+    return (Path(directory) / TRAINING_CHECKPOINTS).is_dir()
+
+
+def training_manager(workdir, *, save_every: int = 1, keep: int | None = None,
+                     read_only: bool = False) -> ocp.CheckpointManager:
+    """The workdir's CheckpointManager: a save every `save_every` steps, `keep` kept."""
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=save_every, max_to_keep=keep, create=not read_only,
+        read_only=read_only, enable_async_checkpointing=True)
+    return ocp.CheckpointManager(
+        Path(workdir).absolute() / TRAINING_CHECKPOINTS, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "model": ocp.JsonCheckpointHandler(),
+                       "input": InputIteratorHandler()})
+
+
+def save_training(manager, step: int, state, iterator, metadata: ModelMetadata,
+                  force: bool = False) -> bool:
+    items = {"state": ocp.args.StandardSave(state), "model": ocp.args.JsonSave(asdict(metadata))}
+    if iterator is not None:
+        items["input"] = InputIteratorArgs(iterator)
+    return manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def training_metadata(manager, step: int) -> ModelMetadata:
+    raw = manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))["model"]
+    known = set(ModelMetadata.__dataclass_fields__)
+    return ModelMetadata(**{k: v for k, v in raw.items() if k in known})
+
+
+def check_resumable(manager, step: int, metadata: ModelMetadata, workdir) -> None:
+    """Refuses a workdir whose checkpoint holds another model than the config builds."""
+    saved = training_metadata(manager, step)
+    differ = [f"{name}: checkpoint {getattr(saved, name)!r}, config {getattr(metadata, name)!r}"
+              for name in ("architecture", "stream", "num_classes", "in_channels",
+                           "batch_norm_scale", "width_multiplier")
+              if getattr(saved, name) != getattr(metadata, name)]
+    if differ:
+        raise ValueError(
+            f"{workdir} holds a run of another model (step {step}); use another --workdir, or "
+            "config.init_from to start from its weights:\n  " + "\n  ".join(differ))
+
+
+def restore_training(manager, step: int, abstract_state, shardings, iterator):
+    """The train state at `step`, laid out by `shardings` (any mesh), and the input
+    position into `iterator` (None: not restored)."""
+    target = jax.tree.map(
+        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+        abstract_state, shardings)
+    items = {"state": ocp.args.StandardRestore(target)}
+    if iterator is not None:
+        items["input"] = InputIteratorArgs(iterator)
+    return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def load_training_variables(workdir, step: int | None = None):
+    """(metadata, {params, batch_stats} as numpy, step) of a training workdir's
+    checkpoint (default: the latest), on whatever devices are here."""
+    manager = training_manager(workdir, read_only=True)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{manager.directory}: no checkpoint yet")
+    metadata = training_metadata(manager, step)
+    tree = manager.item_metadata(step)["state"]
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    wanted = {k: tree[k] for k in ("params", "batch_stats")}
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          wanted)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target, strict=False)))["state"]
+    manager.close()
+    return metadata, jax.tree.map(np.asarray, dict(restored)), step
+
+
+def load_init_variables(source: str, target: dict) -> dict:
+    """{params, batch_stats} for `target` (same structure, concrete or abstract) from
+    `source`: "kinetics400-rgb", a `convert` / `inflate` checkpoint or a training
+    workdir. Every array of the target comes from the source, except a classifier
+    (a `Logits` module) of another size, which keeps the target's (fresh) values;
+    any other difference is an error naming the keys."""
+    from flax import traverse_util
+
+    from i3d_jax.convert.common import CheckpointMismatchError
+
+    if Path(source).exists():
+        _, loaded = load_pretrained(source)
+    else:
+        from i3d_jax.weights import PRETRAINED, load_weights
+
+        if source not in PRETRAINED:
+            raise FileNotFoundError(
+                f"init_from {source!r} is neither a checkpoint directory nor one of the named "
+                f"weights ({', '.join(PRETRAINED)})")
+        _, loaded = load_weights(source)
+    got = traverse_util.flatten_dict({k: loaded.get(k, {}) for k in ("params", "batch_stats")},
+                                     sep="/")
+    want = traverse_util.flatten_dict(target, sep="/")
+    classifier = {k for k in want if "Logits" in k.split("/")}
+    missing = sorted(set(want) - set(got) - classifier)
+    unexpected = sorted(set(got) - set(want))
+    misshaped = [(k, tuple(np.shape(got[k])), tuple(np.shape(want[k])))
+                 for k in sorted(set(got) & set(want))
+                 if np.shape(got[k]) != np.shape(want[k]) and k not in classifier]
+    if missing or unexpected or misshaped:
+        raise CheckpointMismatchError(f"init_from {source}", missing, unexpected, misshaped)
+    merged, fresh = {}, []
+    for key, value in want.items():
+        if key in got and np.shape(got[key]) == np.shape(value):
+            merged[key] = np.asarray(got[key], dtype=value.dtype)
+        else:
+            merged[key] = value
+            fresh.append(key)
+    log.info("init_from %s: loaded %d arrays; re-initialised %d (classifier): %s", source,
+             len(merged) - len(fresh), len(fresh), ", ".join(fresh) or "none")
+    return traverse_util.unflatten_dict(merged, sep="/")

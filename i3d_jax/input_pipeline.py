@@ -1,7 +1,8 @@
 """The tf.data input pipeline: clips from the TFDS video datasets, on the CPU.
 
 Training (`train_dataset`): an endless stream of batches. Each example gets
-a random start and `num_frames` frames `stride` apart (short videos loop), a
+a random start and `num_frames` frames `stride` apart (short videos loop;
+each stream may sample its own frames, `ClipOptions.per_stream`), a
 random `crop_size` square, and a left-right flip half of the time. RGB and
 flow always get the same frames, crop and flip (flipping flow negates its x
 channel): every random choice for an example comes from one stateless seed,
@@ -51,8 +52,38 @@ FEATURE = {"rgb": "video", "flow": "flow"}
 
 
 @dataclasses.dataclass(frozen=True)
+class StreamSampling:
+    """Which frames of a clip one stream sees: `num_frames` frames `stride`
+    apart, the first `offset` frames after the clip's start."""
+
+    num_frames: int
+    stride: int = 1
+    offset: int = 0
+
+    def __post_init__(self):
+        if self.num_frames < 1 or self.stride < 1 or self.offset < 0:
+            raise ValueError(f"num_frames and stride must be positive and offset >= 0: {self}")
+
+    @property
+    def span(self) -> int:
+        """Frames from the clip's start to this stream's last frame, inclusive."""
+        return self.offset + (self.num_frames - 1) * self.stride + 1
+
+    def frames_within(self, length: int) -> int:
+        """How many of this stream's frames fall in the first `length` frames."""
+        return max(1, -(-(length - self.offset) // self.stride))
+
+
+@dataclasses.dataclass(frozen=True)
 class ClipOptions:
-    """What a clip looks like: frames, spacing, crop, streams."""
+    """What a clip looks like: frames, spacing, crop, streams.
+
+    Every stream samples `num_frames` frames `stride` apart unless
+    `per_stream` gives it its own `StreamSampling`, as (modality, sampling)
+    pairs: Two-Stream sees 1 RGB frame in the middle of 10 flow frames,
+    `(("rgb", StreamSampling(1, offset=5)), ("flow", StreamSampling(10)))`.
+    The start, crop and flip are the clip's, shared by all its streams.
+    """
 
     num_frames: int = 64
     stride: int = 1
@@ -61,6 +92,7 @@ class ClipOptions:
     resize_short_side: int | None = None
     modalities: tuple[str, ...] = ("rgb",)
     dtype: str = "float32"
+    per_stream: tuple[tuple[str, StreamSampling], ...] = ()
 
     def __post_init__(self):
         unknown = set(self.modalities) - set(MODALITIES)
@@ -69,6 +101,26 @@ class ClipOptions:
                              f"got {self.modalities}")
         if self.num_frames < 1 or self.stride < 1 or self.crop_size < 1:
             raise ValueError(f"num_frames, stride and crop_size must be positive: {self}")
+        extra = {m for m, _ in self.per_stream} - set(self.modalities)
+        if extra:
+            raise ValueError(f"per_stream names {sorted(extra)}, not among modalities "
+                             f"{self.modalities}")
+
+    def sampling(self, modality: str) -> StreamSampling:
+        return dict(self.per_stream).get(modality, StreamSampling(self.num_frames, self.stride))
+
+    @property
+    def span(self) -> int:
+        """Frames a clip covers: the longest span of its streams."""
+        return max(self.sampling(m).span for m in self.modalities)
+
+    def whole_video_sampling(self, modality: str, num_frames: int) -> StreamSampling:
+        """A stream's sampling of a whole video of `num_frames` frames: at the full
+        frame rate for the finest stream, the others at their rates relative to it."""
+        finest = min(self.sampling(m).stride for m in self.modalities)
+        own = self.sampling(modality)
+        relative = StreamSampling(1, own.stride // finest, own.offset // finest)
+        return dataclasses.replace(relative, num_frames=relative.frames_within(num_frames))
 
 
 # --------------------------------------------------------------------------
@@ -128,24 +180,44 @@ def _read(builder, split, *, modalities, shuffle, seed):
 # Clip operations (one example; all shapes static where the options fix them)
 
 
+def sample_clip_start(num_available, span: int, seed):
+    """A random start for a clip of `span` frames (0 when the video is shorter)."""
+    max_start = tf.maximum(num_available - span, 0)
+    return tf.random.stateless_uniform([], seed, minval=0, maxval=max_start + 1, dtype=tf.int32)
+
+
+def stream_indices(start, num_available, sampling: StreamSampling, num_frames=None):
+    """One stream's frame indices from a clip's `start` (or starts [K] -> [K, T]);
+    videos shorter than the span loop (indices wrap around)."""
+    num_frames = sampling.num_frames if num_frames is None else num_frames
+    steps = sampling.offset + tf.range(num_frames) * sampling.stride
+    start = tf.convert_to_tensor(start)
+    if start.shape.rank:
+        return (start[:, None] + steps[None, :]) % num_available
+    return (start + steps) % num_available
+
+
 def sample_clip_indices(num_available, num_frames: int, stride: int, seed):
     """`num_frames` indices `stride` apart from a random start; videos shorter than
     the span loop (indices wrap around)."""
-    span = (num_frames - 1) * stride + 1
-    max_start = tf.maximum(num_available - span, 0)
-    start = tf.random.stateless_uniform([], seed, minval=0, maxval=max_start + 1, dtype=tf.int32)
-    return (start + tf.range(num_frames) * stride) % num_available
+    sampling = StreamSampling(num_frames, stride)
+    return stream_indices(sample_clip_start(num_available, sampling.span, seed), num_available,
+                          sampling)
+
+
+def evenly_spaced_starts(num_available, span: int, num_clips: int):
+    """[num_clips] starts of clips of `span` frames spread evenly over the video."""
+    last_start = tf.cast(tf.maximum(num_available - span, 0), tf.float32)
+    if num_clips == 1:
+        return tf.cast(tf.round(last_start / 2), tf.int32)[None]
+    return tf.cast(tf.round(tf.linspace(0.0, last_start, num_clips)), tf.int32)
 
 
 def evenly_spaced_clip_indices(num_available, num_frames: int, stride: int, num_clips: int):
     """[num_clips, num_frames] indices of clips spread evenly over the video (looped if short)."""
-    span = (num_frames - 1) * stride + 1
-    last_start = tf.cast(tf.maximum(num_available - span, 0), tf.float32)
-    if num_clips == 1:
-        starts = tf.cast(tf.round(last_start / 2), tf.int32)[None]
-    else:
-        starts = tf.cast(tf.round(tf.linspace(0.0, last_start, num_clips)), tf.int32)
-    return (starts[:, None] + tf.range(num_frames)[None, :] * stride) % num_available
+    sampling = StreamSampling(num_frames, stride)
+    return stream_indices(evenly_spaced_starts(num_available, sampling.span, num_clips),
+                          num_available, sampling)
 
 
 def _decode_frames(encoded, modality, crop_window=None):
@@ -221,8 +293,9 @@ def train_clip(example, seed, options: ClipOptions, flip: bool = True):
     first = options.modalities[0]
     encoded = {m: example[FEATURE[m]] for m in options.modalities}
     num_available = tf.shape(encoded[first])[0]
-    indices = sample_clip_indices(num_available, options.num_frames, options.stride, time_seed)
-    selected = {m: tf.gather(encoded[m], indices) for m in options.modalities}
+    start = sample_clip_start(num_available, options.span, time_seed)
+    selected = {m: tf.gather(encoded[m], stream_indices(start, num_available, options.sampling(m)))
+                for m in options.modalities}
     height, width = _frame_size(selected[first], first)
     size = options.crop_size
     flipped = (tf.random.stateless_uniform([], flip_seed) < 0.5) if flip else tf.constant(False)
@@ -245,7 +318,7 @@ def train_clip(example, seed, options: ClipOptions, flip: bool = True):
             frames = frames[:, top:top + size, left:left + size]
         frames = tf.cond(flipped, lambda f=frames: tf.reverse(f, axis=[2]), lambda f=frames: f)
         out[m] = tf.ensure_shape(_to_network(frames, m, flipped, dtype),
-                                 [options.num_frames, size, size, CHANNELS[m]])
+                                 [options.sampling(m).num_frames, size, size, CHANNELS[m]])
     out["label"] = tf.cast(example["label"], tf.int32)
     return out
 
@@ -270,25 +343,28 @@ def eval_views(example, options: ClipOptions, *, num_clips: int, num_crops: int,
     """All views of one video: [V, T, S, S, C] per modality, V = clips x crops.
 
     `whole_video_frames`: one clip of the first that many frames (looping a
-    shorter video), instead of `num_clips` clips of `options.num_frames`.
+    shorter video) at the full frame rate, instead of `num_clips` clips;
+    streams sampled at different rates keep their rates relative to the
+    finest (Two-Stream: 25 RGB frames among 250 flow frames).
     """
     first = options.modalities[0]
     encoded = {m: example[FEATURE[m]] for m in options.modalities}
     num_available = tf.shape(encoded[first])[0]
     if whole_video_frames:
-        indices = (tf.range(whole_video_frames) % num_available)[None]
-        num_clips, clip_frames = 1, whole_video_frames
+        starts, num_clips = tf.zeros([1], tf.int32), 1
     else:
-        indices = evenly_spaced_clip_indices(num_available, options.num_frames, options.stride,
-                                             num_clips)
-        clip_frames = options.num_frames
-    # Decode each needed frame once, however many views share it.
-    unique, position = tf.unique(tf.reshape(indices, [-1]))
+        starts = evenly_spaced_starts(num_available, options.span, num_clips)
     size = options.crop_size
     dtype = tf.dtypes.as_dtype(options.dtype)
     height, width = _frame_size(encoded[first], first)
     out = {}
     for m in options.modalities:
+        sampling = (options.whole_video_sampling(m, whole_video_frames) if whole_video_frames
+                    else options.sampling(m))
+        clip_frames = sampling.num_frames
+        indices = stream_indices(starts, num_available, sampling)
+        # Decode each needed frame once, however many views share it.
+        unique, position = tf.unique(tf.reshape(indices, [-1]))
         frames = _decode_frames(tf.gather(encoded[m], unique), m)
         h, w = height, width
         if options.resize_short_side is not None:

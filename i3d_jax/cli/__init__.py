@@ -15,9 +15,9 @@ import sys
 
 import i3d_jax.quiet_tf  # noqa: F401  (before anything imports TF)
 from i3d_jax import __version__
-from i3d_jax.cli import convert, flow, fvd, inflate, predict, summary
+from i3d_jax.cli import convert, flow, fvd, inflate, predict, summary, train
 
-COMMANDS = (predict, convert, inflate, flow, fvd, summary)
+COMMANDS = (train, predict, convert, inflate, flow, fvd, summary)
 
 # Mistakes in what the user asked for (a path, a flag, a missing optional
 # package): one line is all they need. Anything else, an XLA error such as
@@ -49,7 +49,12 @@ def _is_user_error(error: BaseException) -> bool:
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # train and eval leave `--config.KEY=VALUE` to ml_collections' config flags.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_config_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.config_overrides = extra
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code = args.func(args)

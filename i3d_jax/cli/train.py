@@ -1,0 +1,147 @@
+"""`i3d-jax train` and `i3d-jax eval`: ml-collections configs through absl flags.
+
+argparse reads `--workdir` and `--config` (so `--help` documents them) and
+leaves every `--config.KEY=VALUE` to ml_collections' `config_flags`, run by
+absl's `app.run`; configs are locked, so an unknown key is refused before
+anything heavy runs. The work is `i3d_jax.train.train_and_evaluate`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from i3d_jax.configs import default_config_path
+
+OVERRIDES_HELP = ("--config.KEY=VALUE overrides a key of the config (every key is declared, "
+                  "with its meaning, in experiments/default.py); a key it does not declare is "
+                  "refused.")
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train", help="train a model from an ml-collections config, or resume its workdir",
+        description="Train (or resume) in --workdir. With no --config it runs the main job: "
+                    "a narrow I3D on the generated synthetic_motion dataset, built on first use.",
+        epilog=OVERRIDES_HELP)
+    train.add_argument("--workdir", required=True,
+                       help="run directory: config.json, checkpoints/, metrics.jsonl, TensorBoard "
+                            "events; rerunning on it resumes from its latest checkpoint")
+    train.add_argument("--config", default=str(default_config_path()),
+                       help="experiments/NAME.py[:ARG] (default: experiments/default.py)")
+    train.set_defaults(func=run_train, takes_config_overrides=True)
+
+    evaluate = subparsers.add_parser(
+        "eval", help="evaluate a training workdir's checkpoint on its config's eval split",
+        description="Evaluate the latest (or --step) checkpoint of a training workdir with the "
+                    "config it was trained with (its config.json).",
+        epilog=OVERRIDES_HELP)
+    evaluate.add_argument("--workdir", required=True, help="a training run's directory")
+    evaluate.add_argument("--config", default=None,
+                          help="experiments/NAME.py[:ARG] instead of the workdir's config.json")
+    evaluate.add_argument("--step", type=int, default=None,
+                          help="the checkpoint's step (default: the latest)")
+    evaluate.add_argument("--json", action="store_true",
+                          help='print {"step", "top1", "top5", "mean_class_accuracy", '
+                               '"num_examples"} as the last line')
+    evaluate.set_defaults(func=run_eval, takes_config_overrides=True)
+
+
+def config_from_json(path: Path):
+    """A locked config with every key of experiments/default.py, valued from a
+    run's config.json (a key the default does not declare is refused)."""
+    import ml_collections
+
+    from i3d_jax.configs import default_config
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is --workdir a training run's directory?")
+    config = default_config()
+    with open(path) as f:
+        saved = json.load(f)
+
+    def update(target, values, prefix):
+        for key, value in values.items():
+            name = f"{prefix}{key}"
+            if key not in target:
+                raise ValueError(f"{path}: key {name} is not a config key of this version")
+            if isinstance(target[key], ml_collections.ConfigDict):
+                update(target[key], value, f"{name}.")
+            else:
+                target[key] = tuple(value) if isinstance(value, list) else value
+
+    with config.unlocked():
+        update(config, saved, "")
+    config.lock()
+    return config
+
+
+def _absl_run(main, args, config_flag) -> int:
+    from absl import app, flags
+
+    flags.FLAGS.unparse_flags()
+    argv = ["i3d-jax " + args.command, *config_flag, *args.config_overrides]
+    result = {}
+
+    def wrapped(argv_rest):
+        if len(argv_rest) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv_rest[1:])}")
+        result["code"] = main()
+
+    try:
+        app.run(wrapped, argv=argv)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    return result.get("code", 0)
+
+
+def run_train(args) -> int:
+    from absl import flags
+    from ml_collections import config_flags
+
+    if "config" not in flags.FLAGS:
+        config_flags.DEFINE_config_file("config", str(default_config_path()), "the run's config",
+                                        lock_config=True)
+
+    def main():
+        from i3d_jax.train import train_and_evaluate
+
+        train_and_evaluate(flags.FLAGS.config, args.workdir)
+        return 0
+
+    return _absl_run(main, args, [f"--config={args.config}"])
+
+
+def run_eval(args) -> int:
+    from absl import flags
+    from ml_collections import config_flags
+
+    if args.config:
+        if "config" not in flags.FLAGS:
+            config_flags.DEFINE_config_file("config", args.config, "the run's config",
+                                            lock_config=True)
+        config_flag = [f"--config={args.config}"]
+    else:
+        if "config" not in flags.FLAGS:
+            config_flags.DEFINE_config_dict(
+                "config", config_from_json(Path(args.workdir) / "config.json"),
+                "the run's config")
+        config_flag = []
+
+    def main():
+        from i3d_jax.train import evaluate, load_run_for_eval
+
+        run, variables, step = load_run_for_eval(flags.FLAGS.config, args.workdir, args.step)
+        metrics = evaluate(run, variables)
+        record = {"step": step, **metrics}
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"step {step}: top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
+                  f"mean class accuracy {metrics['mean_class_accuracy']:.4f}  "
+                  f"({metrics['num_examples']} videos)")
+        sys.stdout.flush()
+        return 0
+
+    return _absl_run(main, args, config_flag)

@@ -1,0 +1,687 @@
+"""Training and evaluation: `train_and_evaluate(config, workdir)`.
+
+The state is born sharded (`jax.eval_shape(init)` -> shardings from the
+fsdp rule -> `jax.jit(init, out_shardings=...)`), one `jax.jit` step with
+explicit shardings updates it in place (donated), and each process feeds
+its own part of every global batch. Which model runs, which streams it is
+fed and which of its outputs get a loss all come from the config: the
+trainer knows no architecture by name.
+
+The workdir holds `config.json`, `checkpoints/` (Orbax: state, input
+position, model metadata), `metrics.jsonl` and TensorBoard event files.
+Rerunning on a workdir resumes from its latest checkpoint; `init_from`
+starts from other weights and is never taken for a resume.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging as logging_lib
+import time
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from i3d_jax import checkpoints, sharding
+from i3d_jax.models import build_model
+
+BATCH_NORM_MODES = ("global", "per_device", "frozen")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "piecewise", "cosine")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    # The first step whose loss or gradient norm was not finite (-1: none). From
+    # then on the state stops changing, so what the host saves is the last good one.
+    first_bad_step: jax.Array
+
+
+# --------------------------------------------------------------------------
+# The pieces a config names
+
+
+def streams(config) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in config.input.streams.split(",") if s.strip())
+    if not names or set(names) - {"rgb", "flow"} or len(set(names)) != len(names):
+        raise ValueError(f"config.input.streams must name rgb and/or flow, got "
+                         f"{config.input.streams!r}")
+    return names
+
+
+def loss_endpoints(config) -> tuple[str, ...]:
+    return tuple(s.strip() for s in config.loss.endpoints.split(",") if s.strip())
+
+
+def model_fields(config, num_classes: int) -> dict:
+    """The keyword fields of `build_model` that the config sets."""
+    if config.dtype not in DTYPES:
+        raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
+    fields = {
+        "num_classes": num_classes,
+        "width_multiplier": config.model.width_multiplier,
+        "batch_norm_scale": config.model.batch_norm_scale,
+        "dtype": DTYPES[config.dtype],
+    }
+    if config.model.dropout_rate is not None:
+        fields["dropout_rate"] = config.model.dropout_rate
+    if config.batch_norm == "frozen":
+        fields["frozen_batch_norm"] = True
+    return fields
+
+
+def make_schedule(config):
+    s = config.schedule
+    if s.name not in SCHEDULES:
+        raise ValueError(f"config.schedule.name must be one of {SCHEDULES}, got {s.name!r}")
+    warmup = min(s.warmup_steps, config.total_steps)
+    rest = max(config.total_steps - warmup, 1)
+    if s.name == "constant":
+        main = optax.constant_schedule(s.learning_rate)
+    elif s.name == "cosine":
+        main = optax.cosine_decay_schedule(s.learning_rate, rest)
+    else:
+        boundaries = [b - warmup for b in s.boundaries if b > 0]
+        main = optax.piecewise_constant_schedule(
+            s.learning_rate, {b: s.factor for b in boundaries if b > 0})
+    if not warmup:
+        return main
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, s.learning_rate, warmup), main], [warmup])
+
+
+def _decay_mask(params):
+    # Kernels only: biases, BatchNorm offsets and scales are not decayed.
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config, schedule) -> optax.GradientTransformation:
+    o = config.optimizer
+    if o.name not in OPTIMIZERS:
+        raise ValueError(f"config.optimizer.name must be one of {OPTIMIZERS}, got {o.name!r}")
+    parts = []
+    if o.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
+    if o.name == "sgd":
+        if o.weight_decay:
+            parts.append(optax.add_decayed_weights(o.weight_decay, mask=_decay_mask))
+        parts.append(optax.sgd(schedule, momentum=o.momentum or None, nesterov=o.nesterov))
+    else:
+        parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                                 mask=_decay_mask))
+    return optax.chain(*parts)
+
+
+def check_config(config) -> None:
+    """Refuses a bad config before anything heavy runs, naming the key."""
+    streams(config)
+    if config.batch_norm not in BATCH_NORM_MODES:
+        raise ValueError(f"config.batch_norm must be one of {BATCH_NORM_MODES}, "
+                         f"got {config.batch_norm!r}")
+    for key in ("total_steps", "batch_size", "grad_accum_steps", "log_every_steps",
+                "checkpoint_every_steps", "keep_checkpoints"):
+        if config[key] < 1:
+            raise ValueError(f"config.{key} must be at least 1, got {config[key]}")
+    if config.eval_every_steps < 0:
+        raise ValueError(f"config.eval_every_steps must be >= 0, got {config.eval_every_steps}")
+    if config.batch_size % config.grad_accum_steps:
+        raise ValueError(f"config.batch_size={config.batch_size} does not split into "
+                         f"config.grad_accum_steps={config.grad_accum_steps} micro-batches")
+    if config.dtype not in DTYPES:
+        raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
+    make_schedule(config)
+    if config.optimizer.name not in OPTIMIZERS:
+        raise ValueError(f"config.optimizer.name must be one of {OPTIMIZERS}, "
+                         f"got {config.optimizer.name!r}")
+
+
+# --------------------------------------------------------------------------
+# Steps (pure functions of the state and a batch)
+
+
+def model_inputs(batch, stream_names):
+    """One stream's array, or {"rgb", "flow"} for a model fed several."""
+    if len(stream_names) == 1:
+        return batch[stream_names[0]]
+    return {s: batch[s] for s in stream_names}
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+    """Mean softmax cross-entropy; logits [B, (T,) C] (a loss at every step) and labels [B]."""
+    onehot = jax.nn.one_hot(labels, logits.shape[-1])
+    if label_smoothing:
+        onehot = optax.smooth_labels(onehot, label_smoothing)
+    onehot = jnp.broadcast_to(onehot.reshape(onehot.shape[:1] + (1,) * (logits.ndim - 2)
+                                             + onehot.shape[1:]), logits.shape)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), onehot).mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFunctions:
+    """The model-specific parts of the steps, fixed for a run."""
+
+    model: Any
+    optimizer: optax.GradientTransformation
+    schedule: Any
+    stream_names: tuple[str, ...]
+    loss_endpoints: tuple[str, ...] = ()
+    label_smoothing: float = 0.0
+    batch_norm: str = "global"
+    grad_accum_steps: int = 1
+    # Devices whose batch shards get their own BatchNorm statistics ("per_device").
+    num_batch_groups: int = 1
+    mesh: Any = None
+
+    def init(self, rng, example_inputs) -> TrainState:
+        params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
+        variables = self.model.init({"params": params_rng, "dropout": dropout_rng},
+                                    example_inputs, train=False)
+        params = variables["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=self.optimizer.init(params), rng=state_rng,
+                          first_bad_step=jnp.full((), -1, jnp.int32))
+
+    def _apply(self, params, batch_stats, inputs, rng):
+        """(logits, endpoints or None, new batch_stats) in training mode."""
+        variables = {"params": params, "batch_stats": batch_stats}
+        kwargs = {"return_endpoints": True} if self.loss_endpoints else {}
+        if self.batch_norm == "frozen":
+            # The model was built with frozen_batch_norm: running averages only.
+            out = self.model.apply(variables, inputs, train=True, rngs={"dropout": rng}, **kwargs)
+            new_stats = batch_stats
+        else:
+            out, updates = self.model.apply(variables, inputs, train=True, rngs={"dropout": rng},
+                                            mutable=["batch_stats"], **kwargs)
+            new_stats = updates.get("batch_stats", batch_stats)
+        logits, endpoints = out if self.loss_endpoints else (out, None)
+        return logits, endpoints, new_stats
+
+    def _apply_per_group(self, params, batch_stats, inputs, rng):
+        """Each device's shard of the batch through BatchNorm on its own statistics:
+        the batch as [groups, B / groups, ...], vmapped, the group axis on the devices."""
+        groups = self.num_batch_groups
+        group_sharding = NamedSharding(self.mesh, P(sharding.BATCH_AXES))
+
+        def split(x):
+            x = x.reshape(groups, x.shape[0] // groups, *x.shape[1:])
+            return jax.lax.with_sharding_constraint(x, group_sharding)
+
+        grouped = jax.tree.map(split, inputs)
+        rngs = jax.random.split(rng, groups)
+        logits, endpoints, stats = jax.vmap(self._apply, in_axes=(None, None, 0, 0))(
+            params, batch_stats, grouped, rngs)
+        merge = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+        # Running statistics: the average of the devices' (each device's own
+        # would differ; one copy is kept).
+        return (merge(logits), None if endpoints is None else jax.tree.map(merge, endpoints),
+                jax.tree.map(lambda s: s.mean(axis=0), stats))
+
+    def loss_fn(self, params, batch_stats, batch, rng):
+        inputs = model_inputs(batch, self.stream_names)
+        apply = self._apply_per_group if self.batch_norm == "per_device" else self._apply
+        logits, endpoints, new_stats = apply(params, batch_stats, inputs, rng)
+        labels = batch["label"]
+        if self.loss_endpoints:
+            missing = [e for e in self.loss_endpoints if e not in endpoints]
+            if missing:
+                raise ValueError(f"config.loss.endpoints names {missing}; the model returns "
+                                 f"{sorted(endpoints)}")
+            loss = sum(cross_entropy(endpoints[e], labels, self.label_smoothing)
+                       for e in self.loss_endpoints) / len(self.loss_endpoints)
+        else:
+            loss = cross_entropy(logits, labels, self.label_smoothing)
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        return loss, (new_stats, correct.mean())
+
+    def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+        k = self.grad_accum_steps
+        if k == 1:
+            (loss, (new_stats, accuracy)), grads = grad_fn(
+                state.params, state.batch_stats, batch, rng)
+        else:
+            # Micro-batch j takes rows j, j + k, ...: every device keeps feeding
+            # its own rows, nothing moves between devices.
+            def micro(x):
+                return x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+
+            micro_batches = jax.tree.map(micro, batch)
+
+            def accumulate(carry, xs):
+                grads_sum, stats, loss_sum, acc_sum = carry
+                micro_batch, j = xs
+                (loss, (stats, acc)), grads = grad_fn(state.params, stats, micro_batch,
+                                                      jax.random.fold_in(rng, j))
+                grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+                return (grads_sum, stats, loss_sum + loss, acc_sum + acc), None
+
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            (grads, new_stats, loss, accuracy), _ = jax.lax.scan(
+                accumulate, (zeros, state.batch_stats, 0.0, 0.0), (micro_batches, jnp.arange(k)))
+            grads = jax.tree.map(lambda g: g / k, grads)
+            loss, accuracy = loss / k, accuracy / k
+
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep_going = finite & (state.first_bad_step < 0)
+        updated = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
+                                opt_state=opt_state)
+        new_state = jax.tree.map(lambda new, old: jnp.where(keep_going, new, old), updated, state)
+        new_state = new_state.replace(first_bad_step=jnp.where(
+            (state.first_bad_step < 0) & ~finite, state.step + 1, state.first_bad_step))
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm,
+                   "learning_rate": jnp.asarray(self.schedule(state.step), jnp.float32)}
+        return new_state, metrics
+
+    def eval_step(self, params, batch_stats, batch):
+        """Logits [B, C] of eval batches [B, V, T, ...]: averaged over the V views."""
+        inputs = model_inputs(batch, self.stream_names)
+        views = jax.tree.leaves(inputs)[0].shape[1]
+        flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), inputs)
+        logits = self.model.apply({"params": params, "batch_stats": batch_stats}, flat,
+                                  train=False)
+        return logits.reshape(-1, views, logits.shape[-1]).mean(axis=1)
+
+
+# --------------------------------------------------------------------------
+# Metrics
+
+
+def classification_metrics(logits, labels, num_classes: int) -> dict:
+    """top-1, top-5 and mean per-class accuracy of logits [N, C] (numpy)."""
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    if not len(labels):
+        raise ValueError("no examples to evaluate")
+    order = np.argsort(-logits, axis=1)
+    top1 = order[:, 0] == labels
+    top5 = (order[:, :5] == labels[:, None]).any(axis=1)
+    present = [c for c in range(num_classes) if (labels == c).any()]
+    per_class = [top1[labels == c].mean() for c in present]
+    return {"top1": float(top1.mean()), "top5": float(top5.mean()),
+            "mean_class_accuracy": float(np.mean(per_class)), "num_examples": int(len(labels))}
+
+
+class MetricsLog:
+    """`metrics.jsonl` (one JSON object a line) and TensorBoard, from process 0 only."""
+
+    def __init__(self, workdir: Path):
+        from clu import metric_writers
+
+        self.enabled = jax.process_index() == 0
+        self.path = workdir / "metrics.jsonl"
+        # TensorBoard only: the progress line already says it all in the log.
+        self.writer = (metric_writers.SummaryWriter(str(workdir)) if self.enabled
+                       else metric_writers.MultiWriter([]))
+
+    def write(self, step: int, kind: str, values: dict) -> None:
+        if not self.enabled:
+            return
+        scalars = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+        self.writer.write_scalars(step, {f"{kind}/{k}": v for k, v in scalars.items()})
+        self.writer.flush()
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+
+    def close(self):
+        self.writer.close()
+
+
+class _LibraryChatter(logging_lib.Filter):
+    """Drops the INFO lines Orbax and TFDS log on every save and read; warnings stay."""
+
+    SOURCES = ("/orbax/", "/tensorflow_datasets/")
+
+    def filter(self, record) -> bool:
+        return record.levelno > logging_lib.INFO or not any(
+            s in record.pathname for s in self.SOURCES)
+
+
+def quiet_library_logs() -> None:
+    logger = logging_lib.getLogger("absl")
+    if not any(isinstance(f, _LibraryChatter) for f in logger.filters):
+        logger.addFilter(_LibraryChatter())
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# --------------------------------------------------------------------------
+# Data
+
+
+def clip_options(config, *, dtype="float32"):
+    from i3d_jax.input_pipeline import ClipOptions, StreamSampling
+
+    names = streams(config)
+    per_stream = tuple(
+        (s, StreamSampling(config.input[s].num_frames, config.input[s].stride,
+                           config.input[s].offset)) for s in names)
+    first = dict(per_stream)[names[0]]
+    return ClipOptions(num_frames=first.num_frames, stride=first.stride,
+                       crop_size=config.input.crop_size,
+                       resize_short_side=config.input.resize_short_side, modalities=names,
+                       dtype=dtype, per_stream=per_stream)
+
+
+def dataset_builder(config):
+    """The config's dataset, built here on first use when it needs no manual download."""
+    from i3d_jax import datasets
+
+    data_dir = config.data_dir or None
+    builder = datasets.builder(config.dataset, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+        raise FileNotFoundError(
+            f"dataset {config.dataset!r} is not prepared in {builder.data_dir}; build it first "
+            f"(`tfds build` or `python -m i3d_jax.datasets.build`, see its README), or point "
+            f"config.data_dir at where it was built")
+    if jax.process_index() == 0:
+        logging.info("building %s in %s (first use; it takes a minute)", config.dataset,
+                     builder.data_dir)
+        started = time.time()
+        builder.download_and_prepare()
+        logging.info("built %s in %.0f s", config.dataset, time.time() - started)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("dataset built")
+    return datasets.builder(config.dataset, data_dir=data_dir)
+
+
+def class_names(builder) -> list[str]:
+    label = builder.info.features["label"]
+    return list(label.names)
+
+
+# --------------------------------------------------------------------------
+# The run
+
+
+def write_config(config, workdir: Path) -> None:
+    if jax.process_index() != 0:
+        return
+    from i3d_jax.atomic_file import write_atomically
+
+    text = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+    write_atomically(workdir / "config.json", lambda f: f.write(text.encode()))
+
+
+def _abstract_inputs(config, num_frames_by_stream, batch: int):
+    channels = {"rgb": 3, "flow": 2}
+    size = config.input.crop_size
+    arrays = {s: jax.ShapeDtypeStruct((batch, num_frames_by_stream[s], size, size, channels[s]),
+                                      jnp.float32) for s in streams(config)}
+    return model_inputs(arrays, streams(config))
+
+
+@dataclasses.dataclass
+class Run:
+    """What a run is built from: its mesh, model, steps and checkpoints."""
+
+    config: ml_collections.ConfigDict
+    workdir: Path
+    mesh: Any
+    builder: Any
+    metadata: checkpoints.ModelMetadata
+    fns: StepFunctions
+    abstract_state: Any
+    state_shardings: Any
+    manager: Any
+
+
+def setup(config, workdir) -> Run:
+    """Everything but the data iterators and the state's values."""
+    check_config(config)
+    workdir = Path(workdir)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    sharding.check_batch_size(config.batch_size, mesh)
+    if (config.batch_size // config.grad_accum_steps) % sharding.data_parallel_size(mesh):
+        raise ValueError(
+            f"micro-batches of config.batch_size / config.grad_accum_steps = "
+            f"{config.batch_size // config.grad_accum_steps} do not split over the mesh's "
+            f"{sharding.data_parallel_size(mesh)} devices")
+    sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+    builder = dataset_builder(config)
+    labels = class_names(builder)
+    num_classes = config.model.num_classes or len(labels)
+    fields = model_fields(config, num_classes)
+    model = build_model(config.model.architecture, **fields)
+    names = streams(config)
+    metadata = checkpoints.ModelMetadata(
+        architecture=config.model.architecture, stream="+".join(names), num_classes=num_classes,
+        in_channels=sum({"rgb": 3, "flow": 2}[s] for s in names),
+        batch_norm_scale=config.model.batch_norm_scale,
+        width_multiplier=config.model.width_multiplier,
+        labels=labels if len(labels) == num_classes else [],
+        source=f"trained on {config.dataset}")
+    schedule = make_schedule(config)
+    fns = StepFunctions(
+        model=model, optimizer=make_optimizer(config, schedule), schedule=schedule,
+        stream_names=names, loss_endpoints=loss_endpoints(config),
+        label_smoothing=config.loss.label_smoothing, batch_norm=config.batch_norm,
+        grad_accum_steps=config.grad_accum_steps,
+        num_batch_groups=sharding.data_parallel_size(mesh), mesh=mesh)
+    frames = {s: config.input[s].num_frames for s in names}
+    example = _abstract_inputs(config, frames, 1)
+    abstract_state = jax.eval_shape(fns.init, jax.random.key(0), example)
+    state_shardings = sharding.tree_shardings(abstract_state, mesh)
+    manager = checkpoints.training_manager(
+        workdir, save_every=config.checkpoint_every_steps, keep=config.keep_checkpoints)
+    return Run(config, workdir, mesh, builder, metadata, fns, abstract_state, state_shardings,
+               manager)
+
+
+def initial_state(run: Run) -> TrainState:
+    """A fresh state born sharded, from config.seed (and config.init_from's weights)."""
+    config = run.config
+    frames = {s: config.input[s].num_frames for s in run.fns.stream_names}
+    example = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                           _abstract_inputs(config, frames, 1))
+    init = jax.jit(run.fns.init, out_shardings=run.state_shardings)
+    state = init(jax.random.key(config.seed), example)
+    if config.init_from:
+        variables = checkpoints.load_init_variables(
+            config.init_from, {"params": state.params, "batch_stats": state.batch_stats})
+        placed = jax.device_put(
+            variables, {"params": run.state_shardings.params,
+                        "batch_stats": run.state_shardings.batch_stats})
+        state = state.replace(params=placed["params"], batch_stats=placed["batch_stats"],
+                              opt_state=jax.jit(run.fns.optimizer.init,
+                                                out_shardings=run.state_shardings.opt_state)(
+                                  placed["params"]))
+    return state
+
+
+def _train_iterator(run: Run):
+    from i3d_jax.input_pipeline import DatasetIterator, train_dataset
+
+    config = run.config
+    return DatasetIterator(train_dataset(
+        run.builder, batch_size=sharding.check_batch_size(config.batch_size, run.mesh),
+        options=clip_options(config), split=config.train_split, seed=config.seed,
+        shuffle_buffer=config.input.shuffle_buffer, flip=config.input.flip,
+        threads=config.input.threads or None))
+
+
+def evaluate(run: Run, state_or_variables, *, log_progress: bool = True) -> dict:
+    """top-1, top-5, mean class accuracy over the config's eval split."""
+    from jax.experimental import multihost_utils
+
+    from i3d_jax.input_pipeline import DatasetIterator, eval_dataset
+
+    config = run.config
+    if isinstance(state_or_variables, TrainState):
+        params, batch_stats = state_or_variables.params, state_or_variables.batch_stats
+    else:
+        params, batch_stats = state_or_variables["params"], state_or_variables["batch_stats"]
+    ds, steps = eval_dataset(
+        run.builder, batch_size=sharding.check_batch_size(config.eval.batch_size, run.mesh,
+                                                          "eval.batch_size"),
+        options=clip_options(config), split=config.eval_split,
+        num_clips=config.eval.num_clips, num_crops=config.eval.num_crops,
+        whole_video_frames=config.eval.whole_video_frames or None,
+        threads=config.input.threads or None)
+    step_fn = _jitted_eval_step(run)
+    all_logits, all_labels, all_masks = [], [], []
+    started = time.time()
+    for batch in DatasetIterator(ds):
+        arrays = {k: v for k, v in batch.items() if k != "video_id"}
+        logits = step_fn(params, batch_stats, sharding.global_batch(arrays, run.mesh))
+        gathered = multihost_utils.process_allgather(
+            {"logits": logits, "label": arrays["label"], "mask": arrays["mask"]}, tiled=True)
+        all_logits.append(gathered["logits"])
+        all_labels.append(gathered["label"])
+        all_masks.append(gathered["mask"])
+    mask = np.concatenate(all_masks)
+    metrics = classification_metrics(np.concatenate(all_logits)[mask],
+                                     np.concatenate(all_labels)[mask], run.metadata.num_classes)
+    if log_progress:
+        logging.info("eval on %s: top-1 %.4f  top-5 %.4f  mean class %.4f  (%d videos, %d batches, "
+                     "%.1f s)", config.eval_split, metrics["top1"], metrics["top5"],
+                     metrics["mean_class_accuracy"], metrics["num_examples"], steps,
+                     time.time() - started)
+    return metrics
+
+
+def _jitted_eval_step(run: Run):
+    return jax.jit(run.fns.eval_step,
+                   in_shardings=(run.state_shardings.params, run.state_shardings.batch_stats,
+                                 sharding.batch_sharding(run.mesh)),
+                   out_shardings=sharding.batch_sharding(run.mesh))
+
+
+def _check_finite(state: TrainState, manager) -> None:
+    bad = int(jax.device_get(state.first_bad_step))
+    if bad >= 0:
+        latest = manager.latest_step()
+        raise FloatingPointError(
+            f"non-finite loss or gradient norm at step {bad}: training stopped, nothing after "
+            f"step {bad - 1} was kept"
+            + (f"; the latest checkpoint (step {latest}) is from before it" if latest else ""))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
+    """Trains (or resumes) in `workdir` to config.total_steps; returns the final eval metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    quiet_library_logs()
+    run = setup(config, workdir)
+    write_config(config, workdir)
+    train_iter = _train_iterator(run)
+    latest = run.manager.latest_step()
+    if latest is not None:
+        checkpoints.check_resumable(run.manager, latest, run.metadata, workdir)
+        logging.info("resuming from step %d (latest checkpoint in %s)", latest,
+                     run.manager.directory)
+        state = checkpoints.restore_training(run.manager, latest, run.abstract_state,
+                                             run.state_shardings, train_iter)
+    else:
+        if config.init_from:
+            logging.info("starting a new run from the weights of %s (init_from, not a resume)",
+                         config.init_from)
+        else:
+            logging.info("starting a new run from scratch (seed %d)", config.seed)
+        state = initial_state(run)
+    step = int(jax.device_get(state.step))
+    metrics_log = MetricsLog(workdir)
+    try:
+        if step >= config.total_steps:
+            logging.info("this run already finished: step %d of %d; nothing to train",
+                         step, config.total_steps)
+            return _last_eval(workdir) or evaluate(run, state)
+        return _train_loop(run, state, step, train_iter, metrics_log)
+    finally:
+        run.manager.wait_until_finished()
+        metrics_log.close()
+
+
+def _last_eval(workdir: Path) -> dict | None:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    return evals[-1] if evals else None
+
+
+def _train_loop(run: Run, state, step: int, train_iter, metrics_log: MetricsLog) -> dict:
+    config = run.config
+    train_step = jax.jit(
+        run.fns.train_step,
+        in_shardings=(run.state_shardings, sharding.batch_sharding(run.mesh)),
+        out_shardings=(run.state_shardings, sharding.replicated(run.mesh)),
+        donate_argnums=0)
+    pending, interval_start, interval_steps = [], time.time(), 0
+    run_start_step, run_start = step, time.time()
+    final_eval = None
+    logging.info("training %s on %s: steps %d -> %d, global batch %d, mesh data=%d x fsdp=%d",
+                 config.model.architecture, config.dataset, step, config.total_steps,
+                 config.batch_size, run.mesh.shape["data"], run.mesh.shape["fsdp"])
+    while step < config.total_steps:
+        batch = next(train_iter)
+        state, metrics = train_step(state, sharding.global_batch(batch, run.mesh))
+        step += 1
+        interval_steps += 1
+        pending.append(metrics)
+        if step % config.log_every_steps == 0 or step == config.total_steps:
+            _check_finite(state, run.manager)
+            values = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+            elapsed = time.time() - interval_start
+            values["steps_per_sec"] = interval_steps / max(elapsed, 1e-9)
+            values["clips_per_sec"] = values["steps_per_sec"] * config.batch_size
+            done = step - run_start_step
+            eta = (time.time() - run_start) / done * (config.total_steps - step)
+            logging.info("step %d/%d  loss %.4f  accuracy %.3f  lr %.4g  %.1f clips/s  ETA %s",
+                         step, config.total_steps, values["loss"], values["accuracy"],
+                         values["learning_rate"], values["clips_per_sec"], _duration(eta))
+            metrics_log.write(step, "train", values)
+            pending, interval_start, interval_steps = [], time.time(), 0
+        last = step == config.total_steps
+        if step % config.checkpoint_every_steps == 0 or last:
+            _check_finite(state, run.manager)
+            checkpoints.save_training(run.manager, step, state, train_iter, run.metadata,
+                                      force=True)
+        if last or (config.eval_every_steps and step % config.eval_every_steps == 0):
+            final_eval = evaluate(run, state)
+            metrics_log.write(step, "eval", final_eval)
+    logging.info("finished %d steps in %s", step - run_start_step,
+                 _duration(time.time() - run_start))
+    return final_eval
+
+
+def load_run_for_eval(config, workdir, step: int | None = None):
+    """(run, variables, step) of a training workdir's checkpoint, for `i3d-jax eval`."""
+    run = setup(config, workdir)
+    step = run.manager.latest_step() if step is None else step
+    if step is None or step not in run.manager.all_steps():
+        raise FileNotFoundError(
+            f"{run.manager.directory}: no checkpoint"
+            + (f" at step {step} (have {sorted(run.manager.all_steps())})" if step else ""))
+    checkpoints.check_resumable(run.manager, step, run.metadata, Path(workdir))
+    state = checkpoints.restore_training(run.manager, step, run.abstract_state,
+                                         run.state_shardings, None)
+    return run, {"params": state.params, "batch_stats": state.batch_stats}, step
+
