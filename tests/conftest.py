@@ -1,4 +1,5 @@
-"""Shared test set-up: 8 fake CPU devices, quiet TF, the reference folder."""
+"""Shared test set-up: 8 fake CPU devices, quiet TF, the reference folder, no skips in CI."""
+import importlib
 import os
 
 # Before JAX initialises: sharding tests need several devices, on CPU.
@@ -13,14 +14,61 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get("I3D_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+# Set by .ci/run: CI has everything every test needs (../shared/reference, the
+# test requirements, PyPI), so a test that would skip fails, and so does a
+# session in which any test skipped.
+REQUIRE_ALL = os.environ.get("I3D_REQUIRE_ALL_TESTS") == "1"
+
+
+def skip_or_fail(reason: str):
+    """Skips the test (or module); fails it where every test must run (I3D_REQUIRE_ALL_TESTS=1)."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (I3D_REQUIRE_ALL_TESTS=1: no test may skip)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_test_package(module: str, purpose: str):
+    """`module`, from a package pinned in requirements-test.txt; skips without it (or fails)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        error = e
+    skip_or_fail(f"{purpose} needs {module} (pip install -r requirements-test.txt): {error}")
+
+
+def reference_files(*names: str) -> Path:
+    """The reference folder, where it holds `names` (and its README.md)."""
+    missing = [n for n in ("README.md", *names) if not (REFERENCE_DIR / n).exists()]
+    if missing:
+        skip_or_fail(f"reference data not found in {REFERENCE_DIR} (missing {', '.join(missing)}); "
+                     "set I3D_REFERENCE_DIR to the shared reference folder")
+    return REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """../shared/reference (or $I3D_REFERENCE_DIR); skips where it is absent."""
-    if not (REFERENCE_DIR / "README.md").exists():
-        pytest.skip(f"reference data not found at {REFERENCE_DIR} (set I3D_REFERENCE_DIR)")
-    return REFERENCE_DIR
+    """../shared/reference (or $I3D_REFERENCE_DIR); skips where it is absent (fails in CI)."""
+    return reference_files()
+
+
+_skipped = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if REQUIRE_ALL and _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REQUIRE_ALL and _skipped:
+        terminalreporter.write_line(
+            f"I3D_REQUIRE_ALL_TESTS=1, but {len(_skipped)} test(s) skipped: "
+            + ", ".join(_skipped), red=True)
 
 
 def read_gif(path) -> np.ndarray:

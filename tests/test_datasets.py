@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import i3d_jax.datasets as datasets
+from conftest import require_test_package
 from fake_videos import (
     LEVELS, decoded_levels, write_corrupt_video, write_stored_rar, write_video,
 )
@@ -174,8 +175,8 @@ def test_kinetics_with_the_build_command(tmp_path):
 
 def test_kinetics_with_tfds_build(tmp_path):
     # TFDS 4.9.10's `tfds` program cannot start without apache-beam and mlcroissant.
-    pytest.importorskip("apache_beam", reason="the tfds program needs apache-beam")
-    pytest.importorskip("mlcroissant", reason="the tfds program needs mlcroissant")
+    require_test_package("apache_beam", "TFDS's tfds program")
+    require_test_package("mlcroissant", "TFDS's tfds program")
     manual = kinetics_release(tmp_path / "manual")
     # From the checkout's data/kinetics, as TFDS documents for dataset folders.
     run_build_command([str(Path(sys.executable).with_name("tfds")), "build"],
@@ -234,7 +235,7 @@ def test_ucf101_from_extracted_folders(no_gcs, tmp_path):
 
 
 def test_ucf101_from_the_rar_and_zip_archives(no_gcs, tmp_path):
-    pytest.importorskip("libarchive", reason="RAR reading needs libarchive-c")
+    require_test_package("libarchive", "reading RAR archives")
     manual = ucf101_release(tmp_path / "manual", archive=True)
     assert not list(manual.rglob("*.avi"))
     builder = build("ucf101/1", tmp_path / "data", manual)
@@ -245,7 +246,7 @@ def test_ucf101_from_the_rar_and_zip_archives(no_gcs, tmp_path):
 
 
 def test_hmdb51_from_nested_rars_with_split_tags(no_gcs, tmp_path):
-    pytest.importorskip("libarchive", reason="RAR reading needs libarchive-c")
+    require_test_package("libarchive", "reading RAR archives")
     manual = tmp_path / "manual"
     source = tmp_path / "source"
     tags = {"brush_hair": {"April_brush_hair_u_nm_np1_ba_goo_0.avi": "1",
@@ -304,7 +305,6 @@ def test_flow_is_stored_losslessly_with_two_channels(no_gcs, tmp_path, monkeypat
 
 
 def test_tvl1_flow_is_aligned_with_the_frames():
-    pytest.importorskip("i3d_jax.flow")
     from i3d_jax.datasets.video_builder import tvl1_flow_uint8
 
     y, x = np.mgrid[0:32, 0:40]
@@ -323,7 +323,7 @@ def test_tvl1_flow_is_aligned_with_the_frames():
 
 
 def test_beam_build_matches_the_in_process_build(no_gcs, tmp_path):
-    pytest.importorskip("apache_beam", reason="Beam builds need apache-beam")
+    require_test_package("apache_beam", "a Beam build")
     from apache_beam.options.pipeline_options import PipelineOptions
 
     manual = kinetics_release(tmp_path / "manual")

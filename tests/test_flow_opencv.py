@@ -15,9 +15,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import require_test_package, skip_or_fail
 from i3d_jax import flow as F
 
-cv2 = pytest.importorskip("cv2", reason="opencv-contrib-python-headless (a test dependency) is not installed")
+cv2 = require_test_package("cv2", "comparing TV-L1 flow with OpenCV's")
+if not hasattr(getattr(cv2, "optflow", None), "DualTVL1OpticalFlow_create"):
+    # Plain opencv-python has cv2 without the contrib module that holds DualTVL1.
+    skip_or_fail(f"OpenCV {cv2.__version__} has no cv2.optflow.DualTVL1OpticalFlow_create: "
+                 "install opencv-contrib-python-headless (requirements-test.txt), "
+                 "not opencv-python")
 
 INTERIOR = 16  # pixels left out at each border when scoring known motion
 DEEPMIND_PAIRS = (20, 40)  # flow from frame t to t + 1

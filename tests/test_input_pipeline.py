@@ -273,7 +273,8 @@ def test_resizing_scales_flow_vectors():
 
 
 def test_flow_scaling_matches_the_flow_module(coordinates):
-    flow_module = pytest.importorskip("i3d_jax.flow")
+    from i3d_jax import flow as flow_module
+
     ds, _ = ip.eval_dataset(coordinates, batch_size=5, options=OPTIONS, split="test",
                             whole_video_frames=None, process_index=0, process_count=1)
     batch = next(ds.as_numpy_iterator())

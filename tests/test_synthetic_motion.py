@@ -126,7 +126,8 @@ def test_built_dataset_holds_the_rendered_clips(tmp_path):
 
 
 def test_built_dataset_stores_the_quantised_true_flow(tmp_path):
-    flow_module = pytest.importorskip("i3d_jax.flow")
+    from i3d_jax import flow as flow_module
+
     builder_class, config = _tiny_config(name="tiny_flow", with_flow=True, seed=4)
     builder = builder_class(config=config, data_dir=str(tmp_path))
     builder.download_and_prepare()
