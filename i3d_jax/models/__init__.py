@@ -1,8 +1,11 @@
-"""Linen modules, one file per architecture family.
+"""Linen modules: the shared layers (`layers.py`), the Inception-v1 trunk
+at rank 2 or 3 (`inception.py`), and one file per architecture family.
 
 Every architecture is called as `model.apply(variables, inputs, train=...)`
 and returns logits [batch, num_classes]; `inputs` is one array for a single
-stream and `{"rgb": ..., "flow": ...}` for the two-stream models.
+stream and `{"rgb": ..., "flow": ...}` for the two-stream models. All of
+them have the fields of `layers.Architecture` (num_classes, dropout_rate,
+batch_norm_scale, dtype, width_multiplier, conv_impl).
 `paper_inputs(name)` gives the input the paper trains each one on.
 """
 
@@ -13,6 +16,7 @@ from i3d_jax.models.conv3d import Conv3DNet
 from i3d_jax.models.convnet_lstm import ConvNetLSTM
 from i3d_jax.models.i3d import ENDPOINTS, InceptionI3d
 from i3d_jax.models.inception_v1 import ENDPOINTS_2D, InceptionV1
+from i3d_jax.models.layers import CONV_IMPLS, Architecture
 from i3d_jax.models.two_stream import TwoStream, TwoStreamFused, TwoStreamI3D
 
 ARCHITECTURES = {
@@ -64,9 +68,11 @@ def build_model(architecture: str, **kwargs):
 
 __all__ = [
     "ARCHITECTURES",
+    "CONV_IMPLS",
     "ENDPOINTS",
     "ENDPOINTS_2D",
     "PAPER_TRAIN_INPUTS",
+    "Architecture",
     "Conv3DNet",
     "ConvNetLSTM",
     "InceptionI3d",

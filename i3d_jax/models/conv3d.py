@@ -16,13 +16,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from i3d_jax.models.i3d import (
-    BATCH_NORM_DECAY,
-    BATCH_NORM_EPSILON,
-    Unit,
-    max_pool_same,
-    scaled_width,
-)
+from i3d_jax.models.layers import Architecture, BatchNorm, Unit, max_pool_same
 
 # (name, channels) of each conv; a 2x2x2 pool follows the last conv of each stage.
 CONV_STAGES = (
@@ -46,30 +40,20 @@ class DenseUnit(nn.Module):
         x = nn.Dense(
             self.features, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, name="dense"
         )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=BATCH_NORM_DECAY,
-            epsilon=BATCH_NORM_EPSILON,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name="batch_norm",
-        )(x)
+        x = BatchNorm(use_running_average=not train, dtype=self.dtype, name="batch_norm")(x)
         return nn.relu(x)
 
 
-class Conv3DNet(nn.Module):
+class Conv3DNet(Architecture):
     """C3D-like 3D ConvNet on clips [B, T, H, W, 3] of `clip_shape` (T, H, W).
 
     Returns logits [B, num_classes], or `(logits, endpoints)` with
     `return_endpoints=True` (each stage's pool output, fc6, fc7, Logits).
+    `dropout_rate` is C3D's dropout after fc6 and fc7; `batch_norm_scale`
+    is the conv units' (the fully connected units' BatchNorm has a scale).
     """
 
-    num_classes: int = 400
     clip_shape: Sequence[int] = (16, 112, 112)
-    # C3D's dropout after fc6 and fc7.
-    dropout_rate: float = 0.5
-    dtype: Any = jnp.float32
-    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, x, train: bool, return_endpoints: bool = False):
@@ -80,15 +64,14 @@ class Conv3DNet(nn.Module):
             )
         endpoints = {}
         x = x.astype(self.dtype)
-        width = lambda c: scaled_width(c, self.width_multiplier)  # noqa: E731
         for stage, convs in enumerate(CONV_STAGES, start=1):
             for name, channels in convs:
-                x = Unit(width(channels), (3, 3, 3), dtype=self.dtype, name=name)(x, train)
+                x = Unit(self.width(channels), (3, 3, 3), **self.unit_fields(), name=name)(x, train)
             x = max_pool_same(x, (2, 2, 2), (2, 2, 2))
             endpoints[f"pool{stage}"] = x
         x = x.reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):
-            x = DenseUnit(width(FC_FEATURES), dtype=self.dtype, name=name)(x, train)
+            x = DenseUnit(self.width(FC_FEATURES), dtype=self.dtype, name=name)(x, train)
             endpoints[name] = x
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         logits = nn.Dense(

@@ -9,29 +9,23 @@ frames at 5 fps (one in five of 25 fps) to train, 50 to test.
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from i3d_jax.models.i3d import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, scaled_width
 from i3d_jax.models.inception_v1 import InceptionV1
+from i3d_jax.models.layers import Architecture, BatchNorm
 
 
-class ConvNetLSTM(nn.Module):
+class ConvNetLSTM(Architecture):
     """Clips [B, T, H, W, 3] in [-1, 1] -> logits [B, num_classes] of the last step.
 
     With `return_endpoints=True` returns `(logits, endpoints)`: "AvgPool"
     [B, T, 1024], "LSTM" [B, T, 512], "LogitsPerTime" [B, T, num_classes].
+    `batch_norm_scale` is the Inception-v1 units'; the BatchNorm on its
+    features has a scale.
     """
 
-    num_classes: int = 400
     lstm_features: int = 512
-    # The paper names no dropout here; this is I3D's, before the classifier.
-    dropout_rate: float = 0.5
-    batch_norm_scale: bool = False
-    dtype: Any = jnp.float32
-    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, x, train: bool, return_endpoints: bool = False):
@@ -43,23 +37,14 @@ class ConvNetLSTM(nn.Module):
         batch, time = x.shape[:2]
         # Every frame through the same 2D network, as one batch.
         features = InceptionV1(
-            final_endpoint="AvgPool",
-            batch_norm_scale=self.batch_norm_scale,
-            dtype=self.dtype,
-            width_multiplier=self.width_multiplier,
-            name="InceptionV1",
+            final_endpoint="AvgPool", **self.trunk_fields(), name="InceptionV1"
         )(x.reshape(batch * time, *x.shape[2:]), train)
         features = features.reshape(batch, time, -1)
-        normalised = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=BATCH_NORM_DECAY,
-            epsilon=BATCH_NORM_EPSILON,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name="batch_norm",
-        )(features.astype(self.dtype))
+        normalised = BatchNorm(use_running_average=not train, dtype=self.dtype, name="batch_norm")(
+            features.astype(self.dtype)
+        )
         cell = nn.OptimizedLSTMCell(
-            scaled_width(self.lstm_features, self.width_multiplier),
+            self.width(self.lstm_features),
             dtype=self.dtype,
             param_dtype=jnp.float32,
         )

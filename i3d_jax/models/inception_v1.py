@@ -2,8 +2,8 @@
 ImageNet network that I3D is inflated from, and the per-frame trunk of the
 ConvNet+LSTM, Two-Stream and 3D-Fused architectures.
 
-It is I3D with the time axis removed: the same `Unit` and `InceptionBlock`
-at rank 2 (TF SAME padding, BatchNorm without scale by default, eps 1e-3,
+It is I3D with the time axis removed: the same trunk and head
+(`inception.py`) at rank 2 (TF SAME padding, BatchNorm without scale by default, eps 1e-3,
 the "5x5" branch as 3x3), 3x3 max-pools of stride 2, a 7x7 average pool,
 dropout and a 1x1 logits conv with a bias. Parameter names are I3D's with
 `Conv3d` -> `Conv2d` and `conv_3d` -> `conv_2d`, which is all inflation
@@ -15,12 +15,7 @@ flow frames on the channel axis (20 channels for 10 frames of (x, y)).
 
 from __future__ import annotations
 
-from typing import Any
-
-import flax.linen as nn
-import jax.numpy as jnp
-
-from i3d_jax.models.i3d import Unit, inception_trunk
+from i3d_jax.models.inception import InceptionNetwork
 
 # TF-slim's endpoint names, in network order.
 ENDPOINTS_2D = (
@@ -50,7 +45,7 @@ def endpoint_3d(name: str) -> str:
     return name.replace("Conv2d", "Conv3d").replace("MaxPool_", "MaxPool3d_")
 
 
-class InceptionV1(nn.Module):
+class InceptionV1(InceptionNetwork):
     """Inception-v1 on images [B, H, W, C].
 
     Returns the output of `final_endpoint` ([B, num_classes] logits by
@@ -60,52 +55,9 @@ class InceptionV1(nn.Module):
     """
 
     num_classes: int = 1000
-    final_endpoint: str = "Logits"
     # TF-slim trains it with dropout_keep_prob 0.8.
     dropout_rate: float = 0.2
-    batch_norm_scale: bool = False
-    dtype: Any = jnp.float32
-    width_multiplier: float = 1.0
 
-    @nn.compact
-    def __call__(self, x, train: bool, return_endpoints: bool = False):
-        if self.final_endpoint not in ENDPOINTS_2D:
-            raise ValueError(f"final_endpoint {self.final_endpoint!r} is not one of {ENDPOINTS_2D}")
-        if x.ndim != 4:
-            raise ValueError(
-                f"Inception-v1 expects images [batch, height, width, channels], got shape {x.shape}"
-            )
-        endpoints = {}
-        x = x.astype(self.dtype)
-
-        def finish(name, value):
-            endpoints[name] = value
-            return name == self.final_endpoint
-
-        def result(value):
-            return (value, endpoints) if return_endpoints else value
-
-        x, stopped = inception_trunk(
-            x, train, rank=2, finish=finish, width_multiplier=self.width_multiplier,
-            batch_norm_scale=self.batch_norm_scale, dtype=self.dtype)
-        if stopped:
-            return result(x)
-
-        _, h, w, _ = x.shape
-        x = nn.avg_pool(x, (min(7, h), min(7, w)), strides=(1, 1), padding="VALID")
-        features = jnp.mean(x, axis=(1, 2))
-        if finish("AvgPool", features.astype(jnp.float32)):
-            return result(features.astype(jnp.float32))
-        x = nn.Dropout(rate=self.dropout_rate, deterministic=not train)(x)
-        x = Unit(
-            self.num_classes,
-            (1, 1),
-            use_batch_norm=False,
-            use_bias=True,
-            activation=None,
-            dtype=self.dtype,
-            name="Logits",
-        )(x, train)
-        logits = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
-        finish("Logits", logits)
-        return result(logits)
+    RANK = 2
+    ENDPOINTS = ENDPOINTS_2D
+    INPUT_LAYOUT = "Inception-v1 expects images [batch, height, width, channels]"

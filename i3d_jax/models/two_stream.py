@@ -20,13 +20,12 @@ give each stream its own loss.
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from i3d_jax.models.i3d import InceptionI3d, Unit, max_pool_same, scaled_width
+from i3d_jax.models.i3d import InceptionI3d
 from i3d_jax.models.inception_v1 import InceptionV1
+from i3d_jax.models.layers import Architecture, Unit, max_pool_same
 
 FLOW_FRAMES_PER_STACK = 10
 # "Gaussian noise" for the fusion layers; BatchNorm follows the conv, so
@@ -85,24 +84,15 @@ def _per_frame(network, frames, train):
     return out.reshape(batch, snapshots, *out.shape[1:])
 
 
-class TwoStream(nn.Module):
-    num_classes: int = 400
-    flow_frames_per_stack: int = FLOW_FRAMES_PER_STACK
+class TwoStream(Architecture):
     dropout_rate: float = 0.2  # Inception-v1's
-    batch_norm_scale: bool = False
-    dtype: Any = jnp.float32
-    width_multiplier: float = 1.0
+    flow_frames_per_stack: int = FLOW_FRAMES_PER_STACK
 
     @nn.compact
     def __call__(self, inputs, train: bool, return_endpoints: bool = False):
         rgb, flow = _streams(inputs, self.flow_frames_per_stack, "two_stream")
         stream = lambda name: InceptionV1(  # noqa: E731
-            self.num_classes,
-            dropout_rate=self.dropout_rate,
-            batch_norm_scale=self.batch_norm_scale,
-            dtype=self.dtype,
-            width_multiplier=self.width_multiplier,
-            name=name,
+            self.num_classes, dropout_rate=self.dropout_rate, **self.trunk_fields(), name=name
         )
         rgb_logits = _per_frame(stream("rgb"), rgb, train).mean(axis=1)
         flow_logits = _per_frame(stream("flow"), flow, train).mean(axis=1)
@@ -112,35 +102,26 @@ class TwoStream(nn.Module):
         return logits
 
 
-class TwoStreamFused(nn.Module):
-    num_classes: int = 400
+class TwoStreamFused(Architecture):
+    """The paper names no dropout here: `dropout_rate` is I3D's, before the classifier."""
+
     flow_frames_per_stack: int = FLOW_FRAMES_PER_STACK
     fusion_features: int = 512
-    # The paper names no dropout here; this is I3D's, before the classifier.
-    dropout_rate: float = 0.5
-    batch_norm_scale: bool = False
-    dtype: Any = jnp.float32
-    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, inputs, train: bool, return_endpoints: bool = False):
         rgb, flow = _streams(inputs, self.flow_frames_per_stack, "two_stream_fused")
         trunk = lambda name: InceptionV1(  # noqa: E731
-            final_endpoint="Mixed_5c",
-            batch_norm_scale=self.batch_norm_scale,
-            dtype=self.dtype,
-            width_multiplier=self.width_multiplier,
-            name=name,
+            final_endpoint="Mixed_5c", **self.trunk_fields(), name=name
         )
         # Two [B, 5, 7, 7, 1024] grids (time from the snapshots) -> one of 2048 channels.
         grid = jnp.concatenate(
             [_per_frame(trunk("rgb"), rgb, train), _per_frame(trunk("flow"), flow, train)], axis=-1
         )
         fused = Unit(
-            scaled_width(self.fusion_features, self.width_multiplier),
+            self.width(self.fusion_features),
             (3, 3, 3),
-            batch_norm_scale=self.batch_norm_scale,
-            dtype=self.dtype,
+            **self.unit_fields(),
             kernel_init=FUSION_INIT,
             name="Conv3d_fusion_3x3",
         )(grid, train)
@@ -164,24 +145,14 @@ class TwoStreamFused(nn.Module):
         return logits
 
 
-class TwoStreamI3D(nn.Module):
-    num_classes: int = 400
-    dropout_rate: float = 0.5
-    batch_norm_scale: bool = False
-    dtype: Any = jnp.float32
-    width_multiplier: float = 1.0
+class TwoStreamI3D(Architecture):
 
     @nn.compact
     def __call__(self, inputs, train: bool, return_endpoints: bool = False):
         # The flow I3D takes one 2-channel frame per RGB frame: no stacking.
         rgb, flow = _streams(inputs, 1, "two_stream_i3d")
         stream = lambda name: InceptionI3d(  # noqa: E731
-            self.num_classes,
-            dropout_rate=self.dropout_rate,
-            batch_norm_scale=self.batch_norm_scale,
-            dtype=self.dtype,
-            width_multiplier=self.width_multiplier,
-            name=name,
+            self.num_classes, dropout_rate=self.dropout_rate, **self.trunk_fields(), name=name
         )
         rgb_logits = stream("rgb")(rgb, train)
         flow_logits = stream("flow")(flow, train)
