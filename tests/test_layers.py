@@ -1,0 +1,144 @@
+"""The shared layers' switches: `conv_impl` chooses the 3D convolution per
+module (and so per jit trace), reaches every 3D conv of every architecture,
+and is what the FLOP count uses; every BatchNorm has TF's constants."""
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from i3d_jax.models import ARCHITECTURES, InceptionI3d, build_model
+from i3d_jax.models.layers import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, CONV_IMPLS, Unit
+from i3d_jax.models.stats import abstract_variables, summarise
+
+# How StableHLO writes a convolution with three spatial axes.
+CONV_3D = "dim_numbers = [b, 0, 1, 2, f]"
+
+
+def _convs_3d(lowered) -> int:
+    return lowered.as_text().count(CONV_3D)
+
+
+def _kernels_3d(variables) -> int:
+    return sum(1 for leaf in jax.tree.leaves(variables["params"]) if len(leaf.shape) == 5)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(model, variables, x):
+    return model.apply(variables, x, train=False)
+
+
+def test_one_jitted_function_gives_each_conv_impl_its_own_trace():
+    # The old ContextVar switch failed exactly here: a function traced once
+    # kept that trace's convolution whatever the switch said later. As a
+    # field, the choice is part of the (static) model, so of jit's cache key.
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 5, 33, 31, 3), minval=-1, maxval=1)
+    models = {
+        impl: InceptionI3d(width_multiplier=1 / 16, final_endpoint="Mixed_3b", conv_impl=impl)
+        for impl in ("stacked_taps", "native", "auto")
+    }
+    variables = jax.jit(lambda key: models["native"].init(key, x, train=False))(jax.random.PRNGKey(1))
+    units = _kernels_3d(variables)
+    assert units == 9  # three stem convs and the block's six
+    for model in models.values():
+        chex.assert_trees_all_equal_shapes_and_dtypes(
+            jax.eval_shape(lambda key: model.init(key, x, train=False), jax.random.PRNGKey(1)),
+            variables)
+
+    counts = {impl: _convs_3d(_forward.lower(model, variables, x)) for impl, model in models.items()}
+    assert counts["stacked_taps"] == 0
+    assert counts["native"] == units
+    assert counts["auto"] == (0 if jax.default_backend() == "cpu" else units)
+
+    stacked = _forward(models["stacked_taps"], variables, x)
+    native = _forward(models["native"], variables, x)
+    assert _forward._cache_size() == 2
+    scale = float(jnp.abs(native).max())
+    chex.assert_trees_all_close(stacked, native, atol=1e-5 * scale, rtol=1e-4)
+
+
+def _abstract_inputs(arch):
+    clip = lambda frames, channels=3: jax.ShapeDtypeStruct((1, frames, 32, 32, channels), jnp.float32)  # noqa: E731
+    return {
+        "i3d": clip(4),
+        "inception_v1": jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
+        "convnet_lstm": clip(2),
+        "conv3d": clip(4),
+        "two_stream": {"rgb": clip(1), "flow": clip(10, 2)},
+        "two_stream_fused": {"rgb": clip(2), "flow": clip(20, 2)},
+        "two_stream_i3d": {"rgb": clip(4), "flow": clip(4, 2)},
+    }[arch]
+
+
+def _tiny(arch, **fields):
+    fields = {"num_classes": 5, "width_multiplier": 1 / 16, **fields}
+    if arch == "conv3d":
+        fields["clip_shape"] = (4, 32, 32)
+    return build_model(arch, **fields)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_conv_impl_reaches_every_3d_conv_and_every_batch_norm_has_tf_constants(arch):
+    inputs = _abstract_inputs(arch)
+    batch_norms = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            batch_norms.append(context.module)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        variables = abstract_variables(_tiny(arch), inputs)
+    assert batch_norms
+    for norm in batch_norms:
+        assert (norm.momentum, norm.epsilon) == (BATCH_NORM_DECAY, BATCH_NORM_EPSILON), norm.name
+        assert norm.param_dtype == jnp.float32
+
+    counts = {
+        impl: _convs_3d(
+            jax.jit(lambda v, x, model=_tiny(arch, conv_impl=impl): model.apply(v, x, train=False))
+            .lower(variables, inputs))
+        for impl in ("native", "stacked_taps")
+    }
+    # Every 3D kernel is one native 3D convolution, and none is left native
+    # when the rewrite is asked for (2D architectures have neither).
+    assert counts == {"native": _kernels_3d(variables), "stacked_taps": 0}
+    if arch in ("i3d", "conv3d", "two_stream_fused", "two_stream_i3d"):
+        assert counts["native"] > 0
+
+
+def _compiled_flops(model, variables, inputs) -> float:
+    lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, inputs)
+    cost = lowered.compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+
+def test_summary_counts_the_native_convolutions():
+    # conv3d at 1/16 width compiles in seconds at the paper's 16x112x112.
+    # The rewrite pads time explicitly, so XLA would also count the taps
+    # that fall on that padding: more FLOPs for the same network.
+    model = build_model("conv3d", width_multiplier=0.0625)
+    inputs = jax.ShapeDtypeStruct((1, 16, 112, 112, 3), jnp.float32)
+    variables = abstract_variables(model, inputs)
+    native = _compiled_flops(model.clone(conv_impl="native"), variables, inputs)
+    stacked = _compiled_flops(model.clone(conv_impl="stacked_taps"), variables, inputs)
+    assert stacked > 1.05 * native
+    assert summarise("conv3d", width_multiplier=0.0625)["flops"] == native
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_unknown_conv_impl_names_the_accepted_ones(arch):
+    accepted = ", ".join(repr(impl) for impl in CONV_IMPLS)
+    with pytest.raises(ValueError, match=f"'cudnn' is not one of \\({accepted}\\)"):
+        build_model(arch, conv_impl="cudnn")
+
+
+def test_unknown_conv_impl_of_a_unit_is_refused():
+    with pytest.raises(ValueError, match="'stacked' is not one of"):
+        Unit(4, (3, 3, 3), conv_impl="stacked")
+    # A clone is checked as well: it is how callers switch an existing model.
+    with pytest.raises(ValueError, match="'Native' is not one of"):
+        InceptionI3d().clone(conv_impl="Native")
