@@ -1,4 +1,7 @@
 """The I3D layers against TensorFlow's own ops, and the model's contract."""
+import functools
+from types import SimpleNamespace
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,11 +10,13 @@ import pytest
 
 from i3d_jax.models import ENDPOINTS, InceptionI3d
 from i3d_jax.models.i3d import Unit3D, max_pool_same
+from variables_for_tests import random_variables
 
 
 @pytest.fixture(scope="module")
 def tf():
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     tf.config.set_visible_devices([], "GPU")
     return tf
 
@@ -46,39 +51,70 @@ def test_max_pool_equals_tf_same(tf, window, strides):
     chex.assert_trees_all_close(ours, theirs)
 
 
+# The model's contract at 1/8 width: the same graph as full width, so these
+# tests cost what compiling it costs. Every apply is jitted, and the shapes
+# are chosen so that tests share compiled functions (the 9-frame clip).
+TINY = {"num_classes": 7, "width_multiplier": 1 / 8}
+# LLVM's optimisations would more than double compiling and buy nothing here.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+CLIP = (2, 9, 64, 64, 3)
+
+
+def fast_jit(fn):
+    return jax.jit(fn, compiler_options=FAST_COMPILE)
+
+
 @pytest.fixture(scope="module")
-def small_model_and_variables():
-    model = InceptionI3d(num_classes=7)
-    x = jnp.zeros((1, 8, 64, 64, 3))
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
-    # Non-trivial statistics (small means, variances around 1) so eval and
-    # train modes differ but activations stay alive through every block.
-    keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
-    stats = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(next(keys), a.shape), variables["batch_stats"])
-    return model, {"params": variables["params"], "batch_stats": stats}
+def small():
+    """The tiny model, random variables (non-trivial BatchNorm statistics, so
+    eval and train modes differ but activations stay alive through every
+    block) and its jitted eval-mode apply, returning (logits, endpoints)."""
+    model = InceptionI3d(**TINY)
+    abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
+                              jnp.zeros(CLIP))
+    variables = random_variables(abstract)
+    # jit returns dicts sorted by key: the order the model gives its
+    # endpoints in is recorded while tracing, per input shape.
+    endpoint_order = {}
+
+    def endpoints(v, x):
+        logits, out = model.apply(v, x, train=False, return_endpoints=True)
+        endpoint_order[x.shape] = list(out)
+        return logits, out
+
+    return SimpleNamespace(model=model, variables=variables, endpoints=fast_jit(endpoints),
+                           endpoint_order=endpoint_order)
+
+
+def uniform_clip(seed, shape=CLIP):
+    return jax.random.uniform(jax.random.PRNGKey(seed), shape, minval=-1, maxval=1)
 
 
 @pytest.mark.parametrize("frames", [1, 3, 9])
-def test_any_clip_length_gives_finite_logits(small_model_and_variables, frames):
-    model, variables = small_model_and_variables
-    x = jax.random.uniform(jax.random.PRNGKey(frames), (2, frames, 64, 64, 3), minval=-1, maxval=1)
-    logits, endpoints = model.apply(variables, x, train=False, return_endpoints=True)
+def test_any_clip_length_gives_finite_logits(small, frames):
+    x = uniform_clip(frames, (2, frames, 64, 64, 3))
+    logits, endpoints = small.endpoints(small.variables, x)
     assert logits.shape == (2, 7)
     assert np.isfinite(np.asarray(logits)).all()
     # Logits are the time average of the per-time logits.
     chex.assert_trees_all_close(logits, endpoints["LogitsPerTime"].mean(axis=1), atol=1e-5)
-    assert list(endpoints) == list(ENDPOINTS)
+    assert small.endpoint_order[x.shape] == list(ENDPOINTS)
 
 
-def test_final_endpoint_stops_early_and_matches_full_model(small_model_and_variables):
-    model, variables = small_model_and_variables
-    x = jax.random.uniform(jax.random.PRNGKey(3), (1, 8, 64, 64, 3), minval=-1, maxval=1)
-    _, endpoints = model.apply(variables, x, train=False, return_endpoints=True)
-    truncated = InceptionI3d(num_classes=7, final_endpoint="Mixed_4c")
-    out = truncated.apply(variables, x, train=False)
+def test_final_endpoint_stops_early_and_matches_full_model(small):
+    x = uniform_clip(3)
+    _, endpoints = small.endpoints(small.variables, x)
+    truncated = InceptionI3d(**TINY, final_endpoint="Mixed_4c")
+    out = fast_jit(lambda v, x: truncated.apply(v, x, train=False))(small.variables, x)
     chex.assert_trees_all_close(out, endpoints["Mixed_4c"], atol=1e-5)
-    params = truncated.init(jax.random.PRNGKey(0), x, train=False)["params"]
+    params = jax.eval_shape(functools.partial(truncated.init, train=False),
+                            jax.random.PRNGKey(0), x)["params"]
     assert "Mixed_4d" not in params and "Logits" not in params
+    # At full width (traced only): Mixed_4c of an 8x64x64 clip.
+    full = InceptionI3d(num_classes=7, final_endpoint="Mixed_4c")
+    out, _ = jax.eval_shape(
+        lambda x: full.init_with_output(jax.random.PRNGKey(0), x, train=False),
+        jnp.zeros((1, 8, 64, 64, 3)))
     assert out.shape == (1, 2, 4, 4, 512)
 
 
@@ -89,30 +125,27 @@ def test_unknown_endpoint_and_bad_rank_are_named():
         InceptionI3d().init(jax.random.PRNGKey(0), jnp.zeros((4, 32, 32, 3)), train=False)
 
 
-def test_bfloat16_compute_keeps_float32_params_and_tracks_float32(small_model_and_variables):
-    model, variables = small_model_and_variables
-    x = jax.random.uniform(jax.random.PRNGKey(4), (1, 8, 64, 64, 3), minval=-1, maxval=1)
-    bf16 = InceptionI3d(num_classes=7, dtype=jnp.bfloat16)
-    init = bf16.init(jax.random.PRNGKey(0), x, train=False)
+def test_bfloat16_compute_keeps_float32_params_and_tracks_float32(small):
+    x = uniform_clip(4)
+    bf16 = InceptionI3d(**TINY, dtype=jnp.bfloat16)
+    init = jax.eval_shape(functools.partial(bf16.init, train=False), jax.random.PRNGKey(0), x)
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(init))
-    _, ep16 = bf16.apply(variables, x, train=False, return_endpoints=True)
-    _, ep32 = model.apply(variables, x, train=False, return_endpoints=True)
+    _, ep16 = fast_jit(lambda v, x: bf16.apply(v, x, train=False, return_endpoints=True))(
+        small.variables, x)
+    _, ep32 = small.endpoints(small.variables, x)
     assert ep16["Mixed_5c"].dtype == jnp.bfloat16
     f16, f32 = np.asarray(ep16["AvgPool"]), np.asarray(ep32["AvgPool"])
     assert np.abs(f16 - f32).max() / np.abs(f32).max() < 5e-2
 
 
-def test_train_mode_applies_dropout_and_eval_is_deterministic(small_model_and_variables):
-    model, variables = small_model_and_variables
-    x = jax.random.uniform(jax.random.PRNGKey(5), (2, 8, 64, 64, 3), minval=-1, maxval=1)
-    logits_a, logits_b = (
-        model.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(k)},
-                    mutable=["batch_stats"])[0]
-        for k in (0, 1)
-    )
+def test_train_mode_applies_dropout_and_eval_is_deterministic(small):
+    model, variables = small.model, small.variables
+    x = uniform_clip(5)
+    train = fast_jit(lambda v, x, key: model.apply(v, x, train=True, rngs={"dropout": key},
+                                                   mutable=["batch_stats"])[0])
+    logits_a, logits_b = (train(variables, x, jax.random.PRNGKey(k)) for k in (0, 1))
     assert not np.allclose(logits_a, logits_b), "dropout should differ between rng keys"
-    chex.assert_trees_all_close(model.apply(variables, x, train=False),
-                                model.apply(variables, x, train=False))
+    chex.assert_trees_all_close(small.endpoints(variables, x), small.endpoints(variables, x))
 
 
 def test_batch_norm_running_stats_use_decay_0999_and_eps_1e3():
