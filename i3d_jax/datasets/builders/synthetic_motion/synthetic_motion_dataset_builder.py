@@ -38,6 +38,11 @@ class Builder(VideoDatasetBuilder):
             num_examples=(("train", 32), ("validation", 8), ("test", 8)),
             description="256x320, 80 frames, a few clips: pipeline benchmarks and full-size tests",
         ),
+        SyntheticMotionConfig(
+            name="tiny", with_flow=True, height=32, width=32, num_frames=20,
+            num_examples=(("train", 32), ("validation", 8), ("test", 16)),
+            description="32x32, 20 frames, true flow, a few clips: trainer tests and smoke runs",
+        ),
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
