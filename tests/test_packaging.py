@@ -8,9 +8,9 @@ import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# What the wheel is built from: the checkout without its environments and build outputs.
-NOT_SOURCE = (".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__",
-              ".pytest_cache")
+# What the wheel is built from: the package and its metadata, copied out of the
+# checkout (so the build leaves nothing in it, and nothing else goes in).
+SOURCE_FILES = ("pyproject.toml", "README.md", "setup.cfg")
 
 LIST_BUILDERS = """
 import json, sys, i3d_jax, i3d_jax.datasets as d
@@ -34,7 +34,10 @@ def run(command, **kwargs):
 
 def test_the_wheel_ships_every_dataset_builder(tmp_path):
     source = tmp_path / "source"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    shutil.copytree(REPO / "i3d_jax", source / "i3d_jax",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in SOURCE_FILES:
+        shutil.copy(REPO / name, source / name)
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path / "dist"), str(source)])
     (wheel,) = (tmp_path / "dist").glob("i3d_jax_quovadis-*.whl")
@@ -52,7 +55,7 @@ def test_the_wheel_ships_every_dataset_builder(tmp_path):
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "I3D_JAX_BUILDERS_DIR")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     listed = run([str(python), "-c", LIST_BUILDERS, str(tmp_path / "tfds")], cwd=outside, env=env)
     found = json.loads(listed.strip().splitlines()[-1])
