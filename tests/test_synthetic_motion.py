@@ -107,7 +107,7 @@ def _tiny_config(**fields):
 
 
 def test_built_dataset_holds_the_rendered_clips(tmp_path):
-    builder_class, config = _tiny_config(name="tiny", with_flow=False, seed=4)
+    builder_class, config = _tiny_config(name="test_rgb", with_flow=False, seed=4)
     builder = builder_class(config=config, data_dir=str(tmp_path))
     builder.download_and_prepare()
     assert builder.info.features["label"].names == list(CLASS_NAMES)
@@ -128,7 +128,7 @@ def test_built_dataset_holds_the_rendered_clips(tmp_path):
 def test_built_dataset_stores_the_quantised_true_flow(tmp_path):
     from i3d_jax import flow as flow_module
 
-    builder_class, config = _tiny_config(name="tiny_flow", with_flow=True, seed=4)
+    builder_class, config = _tiny_config(name="test_flow", with_flow=True, seed=4)
     builder = builder_class(config=config, data_dir=str(tmp_path))
     builder.download_and_prepare()
     for example in tfds.as_numpy(builder.as_dataset(split="test")):
