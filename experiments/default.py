@@ -40,6 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.width_multiplier = 0.25
     config.model.dropout_rate = config_dict.placeholder(float)
     config.model.batch_norm_scale = False
+    # BatchNorm's running averages: None keeps TF's 0.999, which needs thousands
+    # of steps to forget its start; the main job's 600 steps want 0.9.
+    config.model.batch_norm_momentum = 0.9
     # Compute dtype: "bfloat16" computes in bf16 with float32 master weights.
     config.dtype = "float32"
 

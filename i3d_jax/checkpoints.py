@@ -231,26 +231,15 @@ def load_training_variables(workdir, step: int | None = None):
     return metadata, jax.tree.map(np.asarray, dict(restored)), step
 
 
-def load_init_variables(source: str, target: dict) -> dict:
+def merge_init_variables(loaded: dict, target: dict, source: str) -> dict:
     """{params, batch_stats} for `target` (same structure, concrete or abstract) from
-    `source`: "kinetics400-rgb", a `convert` / `inflate` checkpoint or a training
-    workdir. Every array of the target comes from the source, except a classifier
-    (a `Logits` module) of another size, which keeps the target's (fresh) values;
-    any other difference is an error naming the keys."""
+    the `loaded` variables of `source`. Every array of the target comes from the
+    source, except a classifier (a `Logits` module) of another size, which keeps
+    the target's (fresh) values; any other difference is an error naming the keys."""
     from flax import traverse_util
 
     from i3d_jax.convert.common import CheckpointMismatchError
 
-    if Path(source).exists():
-        _, loaded = load_pretrained(source)
-    else:
-        from i3d_jax.weights import PRETRAINED, load_weights
-
-        if source not in PRETRAINED:
-            raise FileNotFoundError(
-                f"init_from {source!r} is neither a checkpoint directory nor one of the named "
-                f"weights ({', '.join(PRETRAINED)})")
-        _, loaded = load_weights(source)
     got = traverse_util.flatten_dict({k: loaded.get(k, {}) for k in ("params", "batch_stats")},
                                      sep="/")
     want = traverse_util.flatten_dict(target, sep="/")

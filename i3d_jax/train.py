@@ -51,6 +51,14 @@ class TrainState:
     first_bad_step: jax.Array
 
 
+def state_key(seed: int) -> jax.Array:
+    """The run's PRNG key. RBG, not threefry: XLA:CPU compiles threefry slowly, once
+    per parameter, and the init of I3D took 31 s to compile with it, 8 s with RBG.
+    RBG's draws depend on how the arrays are sharded, so a run is reproducible
+    for a given mesh (and a resume on another mesh continues from saved values)."""
+    return jax.random.key(seed, impl="rbg")
+
+
 # --------------------------------------------------------------------------
 # The pieces a config names
 
@@ -79,6 +87,8 @@ def model_fields(config, num_classes: int) -> dict:
     }
     if config.model.dropout_rate is not None:
         fields["dropout_rate"] = config.model.dropout_rate
+    if config.model.batch_norm_momentum is not None:
+        fields["batch_norm_momentum"] = config.model.batch_norm_momentum
     if config.batch_norm == "frozen":
         fields["frozen_batch_norm"] = True
     return fields
@@ -486,12 +496,26 @@ def setup(config, workdir) -> Run:
         num_batch_groups=sharding.data_parallel_size(mesh), mesh=mesh)
     frames = {s: config.input[s].num_frames for s in names}
     example = _abstract_inputs(config, frames, 1)
-    abstract_state = jax.eval_shape(fns.init, jax.random.key(0), example)
+    abstract_state = jax.eval_shape(fns.init, state_key(0), example)
     state_shardings = sharding.tree_shardings(abstract_state, mesh)
     manager = checkpoints.training_manager(
         workdir, save_every=config.checkpoint_every_steps, keep=config.keep_checkpoints)
     return Run(config, workdir, mesh, builder, metadata, fns, abstract_state, state_shardings,
                manager)
+
+
+def read_init_source(source: str) -> dict:
+    """The variables of config.init_from: named weights ("kinetics400-rgb"), a
+    `convert` / `inflate` checkpoint directory or a training workdir."""
+    if Path(source).exists():
+        return checkpoints.load_pretrained(source)[1]
+    from i3d_jax.weights import PRETRAINED, load_weights
+
+    if source not in PRETRAINED:
+        raise FileNotFoundError(
+            f"config.init_from {source!r} is neither a checkpoint directory nor one of the "
+            f"named weights ({', '.join(PRETRAINED)})")
+    return load_weights(source)[1]
 
 
 def initial_state(run: Run) -> TrainState:
@@ -501,10 +525,11 @@ def initial_state(run: Run) -> TrainState:
     example = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
                            _abstract_inputs(config, frames, 1))
     init = jax.jit(run.fns.init, out_shardings=run.state_shardings)
-    state = init(jax.random.key(config.seed), example)
+    state = init(state_key(config.seed), example)
     if config.init_from:
-        variables = checkpoints.load_init_variables(
-            config.init_from, {"params": state.params, "batch_stats": state.batch_stats})
+        variables = checkpoints.merge_init_variables(
+            read_init_source(config.init_from),
+            {"params": state.params, "batch_stats": state.batch_stats}, config.init_from)
         placed = jax.device_put(
             variables, {"params": run.state_shardings.params,
                         "batch_stats": run.state_shardings.batch_stats})
@@ -564,6 +589,14 @@ def evaluate(run: Run, state_or_variables, *, log_progress: bool = True) -> dict
                      metrics["mean_class_accuracy"], metrics["num_examples"], steps,
                      time.time() - started)
     return metrics
+
+
+def jit_train_step(fns: StepFunctions, state_shardings, mesh):
+    """The jitted step: state in and out with its shardings (donated), batches split."""
+    return jax.jit(fns.train_step,
+                   in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)),
+                   donate_argnums=0)
 
 
 def _jitted_eval_step(run: Run):
@@ -629,11 +662,7 @@ def _last_eval(workdir: Path) -> dict | None:
 
 def _train_loop(run: Run, state, step: int, train_iter, metrics_log: MetricsLog) -> dict:
     config = run.config
-    train_step = jax.jit(
-        run.fns.train_step,
-        in_shardings=(run.state_shardings, sharding.batch_sharding(run.mesh)),
-        out_shardings=(run.state_shardings, sharding.replicated(run.mesh)),
-        donate_argnums=0)
+    train_step = jit_train_step(run.fns, run.state_shardings, run.mesh)
     pending, interval_start, interval_steps = [], time.time(), 0
     run_start_step, run_start = step, time.time()
     final_eval = None

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from i3d_jax.models.layers import Architecture, BatchNorm, Unit, max_pool_same
+from i3d_jax.models.layers import BATCH_NORM_DECAY, Architecture, BatchNorm, Unit, max_pool_same
 
 # (name, channels) of each conv; a 2x2x2 pool follows the last conv of each stage.
 CONV_STAGES = (
@@ -34,13 +34,16 @@ class DenseUnit(nn.Module):
 
     features: int
     dtype: Any = jnp.float32
+    batch_norm_momentum: float = BATCH_NORM_DECAY
+    frozen_batch_norm: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
         x = nn.Dense(
             self.features, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, name="dense"
         )(x)
-        x = BatchNorm(use_running_average=not train, dtype=self.dtype, name="batch_norm")(x)
+        x = BatchNorm(use_running_average=not train or self.frozen_batch_norm,
+                      momentum=self.batch_norm_momentum, dtype=self.dtype, name="batch_norm")(x)
         return nn.relu(x)
 
 
@@ -71,7 +74,9 @@ class Conv3DNet(Architecture):
             endpoints[f"pool{stage}"] = x
         x = x.reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):
-            x = DenseUnit(self.width(FC_FEATURES), dtype=self.dtype, name=name)(x, train)
+            x = DenseUnit(self.width(FC_FEATURES), dtype=self.dtype,
+                          batch_norm_momentum=self.batch_norm_momentum,
+                          frozen_batch_norm=self.frozen_batch_norm, name=name)(x, train)
             endpoints[name] = x
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         logits = nn.Dense(

@@ -40,7 +40,9 @@ class ConvNetLSTM(Architecture):
             final_endpoint="AvgPool", **self.trunk_fields(), name="InceptionV1"
         )(x.reshape(batch * time, *x.shape[2:]), train)
         features = features.reshape(batch, time, -1)
-        normalised = BatchNorm(use_running_average=not train, dtype=self.dtype, name="batch_norm")(
+        normalised = BatchNorm(use_running_average=not train or self.frozen_batch_norm,
+                               momentum=self.batch_norm_momentum, dtype=self.dtype,
+                               name="batch_norm")(
             features.astype(self.dtype)
         )
         cell = nn.OptimizedLSTMCell(

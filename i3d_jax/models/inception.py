@@ -13,7 +13,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from i3d_jax.models.layers import Architecture, InceptionBlock, Unit, max_pool_same, scaled_width
+from i3d_jax.models.layers import (
+    BATCH_NORM_DECAY, Architecture, InceptionBlock, Unit, max_pool_same, scaled_width)
 
 # Output channels of each Inception block's branches, in the order
 # (b0 1x1, b1 1x1, b1 3x3, b2 1x1, b2 3x3, b3 1x1 after the pool).
@@ -32,7 +33,8 @@ INCEPTION_CHANNELS = {
 
 def inception_trunk(x, train: bool, *, rank: int, finish, width_multiplier: float = 1.0,
                     batch_norm_scale: bool = False, dtype: Any = jnp.float32,
-                    conv_impl: str = "auto"):
+                    conv_impl: str = "auto", batch_norm_momentum: float = BATCH_NORM_DECAY,
+                    frozen_batch_norm: bool = False):
     """Inception-v1 from its first conv to Mixed_5c, in 2D (TF-slim) or inflated
     3D (I3D) form.
 
@@ -41,7 +43,9 @@ def inception_trunk(x, train: bool, *, rank: int, finish, width_multiplier: floa
     whether to stop there. Returns (output, stopped).
     """
     conv, pool = f"Conv{rank}d", ("MaxPool3d" if rank == 3 else "MaxPool")
-    unit_fields = {"batch_norm_scale": batch_norm_scale, "dtype": dtype, "conv_impl": conv_impl}
+    unit_fields = {"batch_norm_scale": batch_norm_scale, "dtype": dtype, "conv_impl": conv_impl,
+                   "batch_norm_momentum": batch_norm_momentum,
+                   "frozen_batch_norm": frozen_batch_norm}
 
     def shape(temporal, spatial):  # the 2D layer drops the time axis
         return (temporal, spatial, spatial)[3 - rank:]

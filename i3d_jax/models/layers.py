@@ -125,6 +125,8 @@ class Unit(nn.Module):
     dtype: Any = jnp.float32
     kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
     conv_impl: str = "auto"
+    batch_norm_momentum: float = BATCH_NORM_DECAY
+    frozen_batch_norm: bool = False
 
     def __post_init__(self):
         check_conv_impl(self.conv_impl)
@@ -147,7 +149,8 @@ class Unit(nn.Module):
         )(x)
         if self.use_batch_norm:
             x = BatchNorm(
-                use_running_average=not train,
+                use_running_average=not train or self.frozen_batch_norm,
+                momentum=self.batch_norm_momentum,
                 use_scale=self.batch_norm_scale,
                 dtype=self.dtype,
                 name="batch_norm",
@@ -203,6 +206,8 @@ class InceptionBlock(nn.Module):
     dtype: Any = jnp.float32
     rank: int = 3
     conv_impl: str = "auto"
+    batch_norm_momentum: float = BATCH_NORM_DECAY
+    frozen_batch_norm: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -210,7 +215,9 @@ class InceptionBlock(nn.Module):
         names = branch_units(self.rank)
         ones, threes = (1,) * self.rank, (3,) * self.rank
         unit = functools.partial(
-            Unit, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype, conv_impl=self.conv_impl
+            Unit, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype,
+            conv_impl=self.conv_impl, batch_norm_momentum=self.batch_norm_momentum,
+            frozen_batch_norm=self.frozen_batch_norm,
         )
         branch_0 = unit(b0, ones, name=names[0])(x, train)
         branch_1 = unit(b1a, ones, name=names[1])(x, train)
@@ -240,6 +247,13 @@ class Architecture(nn.Module):
     # tests. At 1 the model is the paper's.
     width_multiplier: float = 1.0
     conv_impl: str = "auto"  # one of CONV_IMPLS
+    # BatchNorm's running averages: new = momentum * old + (1 - momentum) * batch.
+    # TF's 0.999 takes thousands of steps to forget the initial (0, 1); a short
+    # run wants less.
+    batch_norm_momentum: float = BATCH_NORM_DECAY
+    # Running averages only, in training too: they normalise and never change
+    # (fine-tuning with small batches). Dropout still follows `train`.
+    frozen_batch_norm: bool = False
 
     def __post_init__(self):
         check_conv_impl(self.conv_impl)
@@ -253,7 +267,8 @@ class Architecture(nn.Module):
     def unit_fields(self) -> dict:
         """The fields a Unit or InceptionBlock takes from its architecture."""
         return {"batch_norm_scale": self.batch_norm_scale, "dtype": self.dtype,
-                "conv_impl": self.conv_impl}
+                "conv_impl": self.conv_impl, "batch_norm_momentum": self.batch_norm_momentum,
+                "frozen_batch_norm": self.frozen_batch_norm}
 
     @nn.nowrap
     def trunk_fields(self) -> dict:

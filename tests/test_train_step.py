@@ -1,0 +1,191 @@
+"""The train step on a mesh: sharded equals single-device, BatchNorm modes, gradient
+accumulation, the non-finite guard. 8 fake CPU devices, float32, a tiny 3D-ConvNet
+(the step knows no architecture; this one compiles in seconds, I3D in half a minute)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from i3d_jax import sharding
+from i3d_jax.models import build_model
+from i3d_jax.train import StepFunctions, TrainState, jit_train_step, state_key
+
+NUM_CLASSES = 5
+CLIP = (4, 16, 16, 3)  # frames, height, width, channels
+BATCH = 16
+
+
+def tiny_model(**fields):
+    return build_model("conv3d", num_classes=NUM_CLASSES, width_multiplier=1 / 16,
+                       clip_shape=CLIP[:3], dropout_rate=0.0, **fields)
+
+
+def batches(count, batch=BATCH, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"rgb": rng.uniform(-1, 1, (batch, *CLIP)).astype(np.float32),
+             "label": rng.integers(0, NUM_CLASSES, batch).astype(np.int32)}
+            for _ in range(count)]
+
+
+def step_functions(mesh, model=None, **kwargs):
+    # A small rate: float32 rounding differs between one device and eight
+    # (sums in another order) and a large one amplifies it step by step.
+    schedule = optax.constant_schedule(0.01)
+    return StepFunctions(model=model or tiny_model(), optimizer=optax.sgd(schedule, momentum=0.9),
+                         schedule=schedule, stream_names=("rgb",), mesh=mesh,
+                         num_batch_groups=sharding.data_parallel_size(mesh), **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def initial_state():
+    """One init for every test (its compile is most of its cost), on device 0."""
+    fns = step_functions(sharding.make_mesh(1, 1, devices=jax.devices()[:1]))
+    return jax.jit(fns.init)(state_key(0), jnp.zeros((1, *CLIP)))
+
+
+_STEPS = {}
+
+
+def compiled_step(mesh, fsdp_min_size, frozen, **kwargs):
+    """The jitted step and state shardings, shared by tests that ask for the same."""
+    key = (tuple(mesh.shape.values()), fsdp_min_size, frozen, tuple(sorted(kwargs.items())))
+    if key not in _STEPS:
+        model = tiny_model(frozen_batch_norm=True) if frozen else None
+        fns = step_functions(mesh, model, **kwargs)
+        shardings = sharding.tree_shardings(initial_state(), mesh,
+                                            fsdp_min_size)
+        _STEPS[key] = jit_train_step(fns, shardings, mesh), shardings
+    return _STEPS[key]
+
+
+def run_steps(mesh, data, *, fsdp_min_size=64, frozen=False, **kwargs):
+    """(states after each step as numpy, losses, last state) of len(data) steps on `mesh`."""
+    step, shardings = compiled_step(mesh, fsdp_min_size, frozen, **kwargs)
+    # A copy: the step donates its state.
+    state = jax.device_put(jax.tree.map(jnp.copy, initial_state()), shardings)
+    states, losses = [], []
+    for batch in data:
+        state, metrics = step(state, sharding.global_batch(batch, mesh))
+        losses.append(float(metrics["loss"]))
+        states.append(jax.tree.map(np.asarray, {"params": state.params,
+                                                "batch_stats": state.batch_stats}))
+    return states, losses, state
+
+
+def assert_trees_close(a, b, rtol, atol=1e-6):
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope="module")
+def single_device_run():
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    return run_steps(mesh, batches(3))
+
+
+@pytest.mark.parametrize("data,fsdp", [(8, 1), (2, 4)])
+def test_sharded_steps_equal_one_device(single_device_run, data, fsdp):
+    assert len(jax.devices()) == 8
+    mesh = sharding.make_mesh(data, fsdp)
+    states, losses, final = run_steps(mesh, batches(3))
+    expected_states, expected_losses, _ = single_device_run
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    # Parameters after 3 steps, and the BatchNorm statistics of the global batch.
+    assert_trees_close(states[-1], expected_states[-1], rtol=1e-5)
+    if fsdp > 1:
+        specs = [leaf.sharding.spec for leaf in jax.tree.leaves(final.params)]
+        assert any("fsdp" in spec for spec in specs), "no parameter was sharded over fsdp"
+        assert any(spec == jax.sharding.PartitionSpec() for spec in specs)
+
+
+def test_per_device_batch_norm_uses_each_shards_statistics(single_device_run):
+    """per_device: each device's 2 clips normalised by their own statistics; the
+    running statistics are the average of the 8 shards' updates."""
+    mesh = sharding.make_mesh(8, 1)
+    batch = batches(1)[0]
+    states, losses, _ = run_steps(mesh, [batch], batch_norm="per_device")
+
+    one = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    fns = step_functions(one)
+    state = initial_state()
+    loss_fn = jax.jit(fns.loss_fn)
+    shard_losses, shard_stats = [], []
+    for d in range(8):
+        shard = jax.tree.map(lambda x: x[2 * d:2 * d + 2], batch)
+        loss, (stats, _) = loss_fn(state.params, state.batch_stats, shard, state_key(1))
+        shard_losses.append(float(loss))
+        shard_stats.append(stats)
+    np.testing.assert_allclose(losses[0], np.mean(shard_losses), rtol=1e-5)
+    expected = jax.tree.map(lambda *s: np.mean(s, axis=0), *shard_stats)
+    assert_trees_close(states[0]["batch_stats"], expected, rtol=1e-5)
+    # ... which is not what the whole batch's statistics give: the variances'
+    # updates (new - old running average) differ.
+    whole = single_device_run[0][0]["batch_stats"]
+    start = jax.tree.map(np.asarray, initial_state().batch_stats)
+    # fc6: each shard's 2 clips give far other statistics than all 16.
+    update = lambda tree: tree["fc6"]["batch_norm"]["var"] - start["fc6"]["batch_norm"]["var"]  # noqa: E731,E501
+    assert not np.allclose(update(states[0]["batch_stats"]), update(whole), rtol=1e-2)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    """Two micro-batches of 8 = one step on 16, with BatchNorm frozen (its
+    statistics would otherwise differ by construction)."""
+    mesh = sharding.make_mesh(8, 1)
+    data = batches(2)
+    accumulated, acc_losses, _ = run_steps(mesh, data, frozen=True, batch_norm="frozen",
+                                           grad_accum_steps=2)
+    whole, whole_losses, _ = run_steps(mesh, data, frozen=True, batch_norm="frozen")
+    np.testing.assert_allclose(acc_losses, whole_losses, rtol=1e-5)
+    assert_trees_close(accumulated[-1]["params"], whole[-1]["params"], rtol=1e-5)
+    # Frozen: the running statistics never moved.
+    assert_trees_close(accumulated[-1]["batch_stats"], whole[0]["batch_stats"], rtol=0, atol=0)
+
+
+def test_non_finite_loss_freezes_the_state_and_names_the_step():
+    mesh = sharding.make_mesh(8, 1)
+    data = batches(3)
+    data[1]["rgb"][0, 0, 0, 0, 0] = np.nan
+    states, losses, final = run_steps(mesh, data)
+    assert np.isfinite(losses[0]) and not np.isfinite(losses[1])
+    assert int(final.first_bad_step) == 2  # the second step went wrong
+    assert int(final.step) == 1  # ... and nothing after the first was kept
+    assert_trees_close(states[2], states[0], rtol=0, atol=0)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(states[2]))
+
+
+def test_state_is_a_pytree_of_arrays():
+    state = initial_state()
+    assert isinstance(state, TrainState)
+    assert state.step.shape == () and state.first_bad_step.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("data,fsdp,devices,message", [
+    (3, 1, 8, "multiple of 3"),
+    (16, 1, 8, "there are 8"),
+    (-1, -1, 8, "both be -1"),
+    (0, 1, 8, "positive"),
+])
+def test_bad_meshes_are_refused(data, fsdp, devices, message):
+    with pytest.raises(ValueError, match=message):
+        sharding.mesh_shape(data, fsdp, devices)
+
+
+def test_batch_must_split_over_the_mesh():
+    mesh = sharding.make_mesh(8, 1)
+    with pytest.raises(ValueError, match="batch_size=12 does not split over the mesh's 8"):
+        sharding.check_batch_size(12, mesh)
+
+
+def test_fsdp_rule_shards_the_largest_divisible_axis():
+    P = jax.sharding.PartitionSpec
+    assert sharding.fsdp_spec((3, 3, 3, 64, 192), 4, min_size=1) == P(None, None, None, None,
+                                                                      "fsdp")
+    assert sharding.fsdp_spec((3, 3, 3, 64, 190), 4, min_size=1) == P(None, None, None, "fsdp",
+                                                                      None)
+    assert sharding.fsdp_spec((7, 5), 4, min_size=1) == P()
+    assert sharding.fsdp_spec((1024, 400), 4) == P("fsdp", None)
+    assert sharding.fsdp_spec((400,), 4) == P()  # too small to be worth it
