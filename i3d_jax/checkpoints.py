@@ -220,15 +220,19 @@ def load_training_variables(workdir, step: int | None = None):
     if step is None:
         raise FileNotFoundError(f"{manager.directory}: no checkpoint yet")
     metadata = training_metadata(manager, step)
-    tree = manager.item_metadata(step)["state"]
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    wanted = {k: tree[k] for k in ("params", "batch_stats")}
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          wanted)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target, strict=False)))["state"]
     manager.close()
-    return metadata, jax.tree.map(np.asarray, dict(restored)), step
+    # Only params and batch_stats, as numpy: no optimiser state, no target
+    # sharding, so any number of devices reads them.
+    path = manager.directory / str(step) / "state"
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path)
+    tree = getattr(tree, "item_metadata", tree)
+    tree = getattr(tree, "tree", tree)
+    wanted = {k: tree[k] for k in ("params", "batch_stats")}
+    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=wanted, partial_restore=True,
+        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)))
+    return metadata, {k: dict(restored[k]) for k in ("params", "batch_stats")}, step
 
 
 def merge_init_variables(loaded: dict, target: dict, source: str) -> dict:

@@ -16,9 +16,32 @@ def _describe_input(architecture: str) -> str:
     return fmt(shapes)
 
 
+def checkpoint_summary(args) -> int:
+    from i3d_jax.checkpoints import is_training_workdir, load_pretrained, load_training_variables
+    from i3d_jax.models.stats import count_params, params_sha256
+
+    if is_training_workdir(args.checkpoint):
+        metadata, variables, step = load_training_variables(args.checkpoint)
+    else:
+        (metadata, variables), step = load_pretrained(args.checkpoint), None
+    summary = {"arch": metadata.architecture, "params": count_params(variables), "step": step,
+               "params_sha256": params_sha256(variables["params"])}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        at = f" at step {step}" if step is not None else ""
+        print(f"{args.checkpoint}: {summary['arch']}{at}, {summary['params']:,} parameters, "
+              f"sha256 of the parameters {summary['params_sha256']}")
+    return 0
+
+
 def cmd_summary(args) -> int:
     from i3d_jax.models.stats import summarise
 
+    if args.checkpoint:
+        return checkpoint_summary(args)
+    if not args.arch:
+        raise ValueError("give --arch NAME (an architecture) or --checkpoint DIR")
     fields = {}
     if args.num_classes is not None:
         fields["num_classes"] = args.num_classes
@@ -38,11 +61,18 @@ def cmd_summary(args) -> int:
 
 def register(subparsers):
     parser = subparsers.add_parser(
-        "summary", help="parameters and FLOPs per clip of an architecture at the paper's input size"
+        "summary", help="parameters and FLOPs per clip of an architecture at the paper's input "
+                        "size, or a checkpoint's parameters and their hash"
     )
-    parser.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES),
-                        help="the architecture to describe")
-    parser.add_argument("--json", action="store_true", help='print {"arch", "params", "flops"}')
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--arch", choices=sorted(ARCHITECTURES),
+                      help="the architecture to describe")
+    what.add_argument("--checkpoint", default=None,
+                      help="a training workdir (its latest step) or a convert/inflate checkpoint: "
+                           "its architecture, parameter count, step and params_sha256")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"arch", "params", "flops"}, or for --checkpoint '
+                             '{"arch", "params", "step", "params_sha256"}')
     parser.add_argument(
         "--num-classes",
         type=int,

@@ -100,8 +100,10 @@ def run_train(args) -> int:
     from absl import flags
     from ml_collections import config_flags
 
+    # The file is the flag's default, not an argument: config_flags defines the
+    # --config.KEY flags when it reads the file, and reading it twice defines them twice.
     if "config" not in flags.FLAGS:
-        config_flags.DEFINE_config_file("config", str(default_config_path()), "the run's config",
+        config_flags.DEFINE_config_file("config", args.config, "the run's config",
                                         lock_config=True)
 
     def main():
@@ -110,7 +112,7 @@ def run_train(args) -> int:
         train_and_evaluate(flags.FLAGS.config, args.workdir)
         return 0
 
-    return _absl_run(main, args, [f"--config={args.config}"])
+    return _absl_run(main, args, [])
 
 
 def run_eval(args) -> int:
@@ -121,7 +123,7 @@ def run_eval(args) -> int:
         if "config" not in flags.FLAGS:
             config_flags.DEFINE_config_file("config", args.config, "the run's config",
                                             lock_config=True)
-        config_flag = [f"--config={args.config}"]
+        config_flag = []
     else:
         if "config" not in flags.FLAGS:
             config_flags.DEFINE_config_dict(

@@ -56,14 +56,18 @@ class Conv3DNet(Architecture):
     is the conv units' (the fully connected units' BatchNorm has a scale).
     """
 
-    clip_shape: Sequence[int] = (16, 112, 112)
+    # (T, H, W) to check every call against; None takes what the first call
+    # (init) gets. fc6 is sized from it either way: the paper's 16x112x112
+    # (PAPER_TRAIN_INPUTS) gives the paper's 79M parameters.
+    clip_shape: Sequence[int] | None = None
 
     @nn.compact
     def __call__(self, x, train: bool, return_endpoints: bool = False):
-        if x.ndim != 5 or tuple(x.shape[1:4]) != tuple(self.clip_shape):
+        if x.ndim != 5 or (self.clip_shape is not None
+                           and tuple(x.shape[1:4]) != tuple(self.clip_shape)):
             raise ValueError(
-                f"conv3d expects clips [batch, {', '.join(map(str, self.clip_shape))}, channels] "
-                f"(its fc6 is sized for them), got shape {x.shape}"
+                f"conv3d expects clips [batch, {', '.join(map(str, self.clip_shape or 'THW'))}, "
+                f"channels] (its fc6 is sized for them), got shape {x.shape}"
             )
         endpoints = {}
         x = x.astype(self.dtype)

@@ -55,3 +55,17 @@ def summarise(architecture: str, **fields) -> dict:
         "params": count_params(variables),
         "flops": forward_flops(model, variables, inputs),
     }
+
+
+def params_sha256(params) -> str:
+    """sha256 over the parameter values: float32 bytes of every leaf, keys in sorted
+    order (with their names), so two runs compare bitwise by one string."""
+    import hashlib
+
+    from flax import traverse_util
+
+    digest = hashlib.sha256()
+    for key, value in sorted(traverse_util.flatten_dict(params, sep="/").items()):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(np.asarray(value, np.float32)).tobytes())
+    return digest.hexdigest()

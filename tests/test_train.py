@@ -1,0 +1,313 @@
+"""The trainer as users run it: `i3d-jax train` / `eval` / `predict` / `summary` on a
+tiny generated dataset, resume after SIGKILL, init_from, the non-finite stop, every
+architecture from the command line.
+
+Runs share XLA's persistent compilation cache (one folder for the session), so the
+same program compiled by several runs is compiled once.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import skip_or_fail
+from i3d_jax import checkpoints
+from i3d_jax.configs import default_config
+
+# The tiny dataset (32x32, 20 frames, 32 train / 16 test clips) and sizes to match.
+TINY = ["--config.dataset=synthetic_motion/tiny", "--config.batch_size=8",
+        "--config.eval.batch_size=8", "--config.input.crop_size=32",
+        "--config.input.rgb.num_frames=8", "--config.input.flow.num_frames=8",
+        "--config.eval.whole_video_frames=0", "--config.model.width_multiplier=0.125",
+        "--config.log_every_steps=1", "--config.input.shuffle_buffer=8",
+        "--config.schedule.warmup_steps=0", "--config.schedule.name=constant",
+        "--config.schedule.learning_rate=0.01"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """synthetic_motion/tiny, built once for the session."""
+    from i3d_jax import datasets
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    datasets.builder("synthetic_motion/tiny", data_dir=str(data_dir)).download_and_prepare()
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+def cli_env(compile_cache):
+    env = dict(os.environ)
+    env.update(JAX_COMPILATION_CACHE_DIR=str(compile_cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
+def i3d_jax(args, compile_cache, check=True, timeout=600):
+    result = subprocess.run([sys.executable, "-m", "i3d_jax", *args], capture_output=True,
+                            text=True, env=cli_env(compile_cache), timeout=timeout)
+    if check and result.returncode:
+        raise AssertionError(f"i3d-jax {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stderr[-4000:]}")
+    return result
+
+
+def train_args(workdir, data_dir, *extra):
+    return ["train", "--workdir", str(workdir), f"--config.data_dir={data_dir}", *TINY, *extra]
+
+
+def params_sha256(workdir, compile_cache) -> str:
+    out = i3d_jax(["summary", "--checkpoint", str(workdir), "--json"], compile_cache)
+    return json.loads(out.stdout.strip().splitlines()[-1])["params_sha256"]
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_data_dir, compile_cache, tmp_path_factory):
+    """A workdir trained 4 steps (checkpoints at 2 and 4)."""
+    workdir = tmp_path_factory.mktemp("run") / "demo"
+    result = i3d_jax(train_args(workdir, tiny_data_dir, "--config.total_steps=4",
+                                "--config.checkpoint_every_steps=2"), compile_cache)
+    return workdir, result
+
+
+def test_train_writes_config_checkpoints_metrics_and_logs_progress(trained):
+    workdir, result = trained
+    log = result.stderr
+    assert "starting a new run from scratch" in log
+    assert "step 4/4" in log and "clips/s" in log and "ETA" in log and "lr " in log
+    assert "eval on test: top-1" in log
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["total_steps"] == 4 and config["dataset"] == "synthetic_motion/tiny"
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                  if p.name.isdigit()) == [2, 4]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    for key in ("loss", "accuracy", "learning_rate", "clips_per_sec"):
+        assert all(np.isfinite(r[key]) for r in train_rows)
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert len(evals) == 1 and evals[0]["num_examples"] == 16
+    assert any(p.name.startswith("events.out.tfevents") for p in workdir.iterdir())
+
+
+def test_rerun_of_a_finished_run_trains_nothing(trained, tiny_data_dir, compile_cache):
+    workdir, _ = trained
+    before = params_sha256(workdir, compile_cache)
+    result = i3d_jax(train_args(workdir, tiny_data_dir, "--config.total_steps=4",
+                                "--config.checkpoint_every_steps=2"), compile_cache)
+    assert "already finished: step 4 of 4" in result.stderr
+    assert params_sha256(workdir, compile_cache) == before
+
+
+def test_eval_json_and_predict_and_summary_from_a_workdir(trained, tiny_data_dir, compile_cache,
+                                                          tmp_path):
+    workdir, _ = trained
+    result = i3d_jax(["eval", "--workdir", str(workdir), "--json"], compile_cache)
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(record) == {"step", "top1", "top5", "mean_class_accuracy", "num_examples"}
+    assert record["step"] == 4 and record["num_examples"] == 16
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    last_eval = [r for r in rows if r["kind"] == "eval"][-1]
+    assert record["top1"] == pytest.approx(last_eval["top1"])
+
+    step2 = i3d_jax(["eval", "--workdir", str(workdir), "--step", "2", "--json"], compile_cache)
+    assert json.loads(step2.stdout.strip().splitlines()[-1])["step"] == 2
+
+    summary = json.loads(i3d_jax(["summary", "--checkpoint", str(workdir), "--json"],
+                                 compile_cache).stdout.strip().splitlines()[-1])
+    assert summary["arch"] == "i3d" and summary["step"] == 4 and summary["params"] > 0
+    assert len(summary["params_sha256"]) == 64
+
+    clip = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    np.save(tmp_path / "clip.npy", clip)
+    out = i3d_jax(["predict", str(tmp_path / "clip.npy"), "--checkpoint", str(workdir),
+                   "--json", "--top-k", "3"], compile_cache)
+    prediction = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(prediction["logits"]) == 8  # the dataset's 8 classes
+    assert prediction["top_k"][0]["label"] in {"up_slow", "up_fast", "down_slow", "down_fast",
+                                               "sideways_slow", "sideways_fast", "rotate_slow",
+                                               "rotate_fast"}
+    # The checkpoint's own model gives the same logits.
+    from i3d_jax.checkpoints import load_pretrained
+
+    metadata, variables = load_pretrained(workdir)
+    model = metadata.build_model()
+    expected = model.apply(variables, clip[None], train=False)[0]
+    np.testing.assert_allclose(prediction["logits"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_typo_in_a_key_is_refused_naming_it(tmp_path, compile_cache):
+    started = time.time()
+    result = i3d_jax(["train", "--workdir", str(tmp_path / "w"), "--config.totl_steps=3"],
+                     compile_cache, check=False)
+    assert result.returncode != 0
+    assert "totl_steps" in result.stderr
+    assert not (tmp_path / "w").exists()
+    assert time.time() - started < 60
+
+
+def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, compile_cache, tmp_path):
+    """SIGKILL after the first checkpoint, the same command again: bitwise the
+    parameters of a run that was never interrupted."""
+    steps = ["--config.total_steps=6", "--config.checkpoint_every_steps=2"]
+    straight = tmp_path / "straight"
+    i3d_jax(train_args(straight, tiny_data_dir, *steps), compile_cache)
+
+    killed = tmp_path / "killed"
+    args = [sys.executable, "-m", "i3d_jax", *train_args(killed, tiny_data_dir, *steps)]
+    process = subprocess.Popen(args, env=cli_env(compile_cache), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (killed / "checkpoints" / "2").is_dir():
+            assert process.poll() is None, "the run ended before its first checkpoint"
+            assert time.time() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    resumed = i3d_jax(train_args(killed, tiny_data_dir, *steps), compile_cache)
+    assert "resuming from step" in resumed.stderr
+    assert params_sha256(killed, compile_cache) == params_sha256(straight, compile_cache)
+
+
+def test_init_from_a_workdir_is_not_a_resume(trained, tiny_data_dir, compile_cache, tmp_path):
+    workdir, _ = trained
+    result = i3d_jax(train_args(tmp_path / "finetune", tiny_data_dir, "--config.total_steps=1",
+                                f"--config.init_from={workdir}"), compile_cache)
+    assert "init_from" in result.stderr and "resuming" not in result.stderr
+    assert "loaded" in result.stderr
+
+
+# --------------------------------------------------------------------------
+# Every architecture from the command line (two-stream ones with their own frames)
+
+ARCHITECTURE_ARGS = {
+    "convnet_lstm": ["--config.input.rgb.num_frames=4", "--config.loss.endpoints=LogitsPerTime"],
+    "conv3d": [],
+    "two_stream": ["--config.input.streams=rgb,flow", "--config.input.rgb.num_frames=1",
+                   "--config.input.rgb.offset=5", "--config.input.flow.num_frames=10"],
+    "two_stream_fused": ["--config.input.streams=rgb,flow", "--config.input.rgb.num_frames=2",
+                         "--config.input.rgb.stride=10", "--config.input.rgb.offset=5",
+                         "--config.input.flow.num_frames=20"],
+    "two_stream_i3d": ["--config.input.streams=rgb,flow",
+                       "--config.loss.endpoints=rgb_logits,flow_logits"],
+}
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURE_ARGS))
+def test_every_architecture_trains_from_the_command_line(architecture, tiny_data_dir,
+                                                         compile_cache, tmp_path):
+    workdir = tmp_path / architecture
+    result = i3d_jax(train_args(workdir, tiny_data_dir, "--config.total_steps=2",
+                                f"--config.model.architecture={architecture}",
+                                *ARCHITECTURE_ARGS[architecture]), compile_cache)
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in rows if r["kind"] == "train")
+    assert "eval on test" in result.stderr
+    metadata = checkpoints.training_metadata(
+        checkpoints.training_manager(workdir, read_only=True), 2)
+    assert metadata.architecture == architecture
+
+
+# --------------------------------------------------------------------------
+# In-process: the non-finite stop and init_from named weights
+
+
+def tiny_config(data_dir, **overrides):
+    config = default_config()
+    for arg in TINY:
+        key, value = arg.removeprefix("--config.").split("=")
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], str) else value
+    config.data_dir = str(data_dir)
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def test_a_nan_stops_training_naming_the_step_and_keeps_the_good_checkpoint(
+        tiny_data_dir, tmp_path, monkeypatch):
+    from i3d_jax import train
+
+    real_iterator = train._train_iterator
+
+    class Poisoned:
+        """The real batches, with a NaN in the 3rd."""
+
+        def __init__(self, run):
+            self.inner, self.count = real_iterator(run), 0
+
+        def __next__(self):
+            batch = next(self.inner)
+            self.count += 1
+            if self.count == 3:
+                batch["rgb"][0, 0, 0, 0, 0] = np.nan
+            return batch
+
+        def save(self, prefix):
+            return self.inner.save(prefix)
+
+    monkeypatch.setattr(train, "_train_iterator", Poisoned)
+    config = tiny_config(tiny_data_dir, **{"model.architecture": "conv3d", "total_steps": 6,
+                                           "checkpoint_every_steps": 2})
+    with pytest.raises(FloatingPointError, match="at step 3"):
+        train.train_and_evaluate(config, tmp_path)
+    manager = checkpoints.training_manager(tmp_path, read_only=True)
+    assert manager.all_steps() == [2]
+    _, variables, _ = checkpoints.load_training_variables(tmp_path)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(variables))
+
+
+def test_init_from_pretrained_rgb_weights_into_ten_classes():
+    """Every trunk array of kinetics400-rgb is loaded; the 400-class classifier is
+    replaced by the target's own 10-class one; another architecture is refused."""
+    from i3d_jax.convert.common import CheckpointMismatchError
+    from i3d_jax.models import build_model
+    from i3d_jax.models.stats import abstract_variables
+    from i3d_jax.weights import load_weights
+
+    try:
+        _, pretrained = load_weights("kinetics400-rgb")
+    except RuntimeError as e:  # weights.py's offline message
+        skip_or_fail(f"kinetics400-rgb weights unavailable offline: {e}")
+    clip = jax.ShapeDtypeStruct((1, 8, 224, 224, 3), np.float32)
+    target = {k: v for k, v in abstract_variables(build_model("i3d", num_classes=10), clip).items()
+              if k in ("params", "batch_stats")}
+    fresh = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), target)
+    merged = checkpoints.merge_init_variables(pretrained, fresh, "kinetics400-rgb")
+    for path, value in jax.tree_util.tree_leaves_with_path(merged):
+        keys = [k.key for k in path]
+        source = pretrained
+        for k in keys:
+            source = source[k]
+        if "Logits" in keys:
+            assert np.all(value == 7.0) and value.shape != source.shape, keys
+        else:
+            np.testing.assert_array_equal(value, source, err_msg=str(keys))
+
+    other = {k: v for k, v in abstract_variables(
+        build_model("two_stream_i3d", num_classes=10),
+        {"rgb": clip, "flow": jax.ShapeDtypeStruct((1, 8, 224, 224, 2), np.float32)}).items()
+        if k in ("params", "batch_stats")}
+    with pytest.raises(CheckpointMismatchError, match=r"missing keys .*rgb/Conv3d_1a_7x7"):
+        checkpoints.merge_init_variables(pretrained, other, "kinetics400-rgb")
