@@ -357,7 +357,7 @@ class MetricsLog:
 class _LibraryChatter(logging_lib.Filter):
     """Drops the INFO lines Orbax and TFDS log on every save and read; warnings stay."""
 
-    SOURCES = ("/orbax/", "/tensorflow_datasets/")
+    SOURCES = ("/orbax/", "/tensorflow_datasets/", "/tensorflow/python/checkpoint/")
 
     def filter(self, record) -> bool:
         return record.levelno > logging_lib.INFO or not any(
@@ -409,7 +409,7 @@ def dataset_builder(config):
             f"(`tfds build` or `python -m i3d_jax.datasets.build`, see its README), or point "
             f"config.data_dir at where it was built")
     if jax.process_index() == 0:
-        logging.info("building %s in %s (first use; it takes a minute)", config.dataset,
+        logging.info("building %s in %s (first use)", config.dataset,
                      builder.data_dir)
         started = time.time()
         builder.download_and_prepare()

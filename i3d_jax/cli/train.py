@@ -27,8 +27,9 @@ def register(subparsers) -> None:
     train.add_argument("--workdir", required=True,
                        help="run directory: config.json, checkpoints/, metrics.jsonl, TensorBoard "
                             "events; rerunning on it resumes from its latest checkpoint")
-    train.add_argument("--config", default=str(default_config_path()),
-                       help="experiments/NAME.py[:ARG] (default: experiments/default.py)")
+    train.add_argument("--config", default=None,
+                       help="experiments/NAME.py[:ARG] (default: experiments/default.py, the "
+                            "main job)")
     train.set_defaults(func=run_train, takes_config_overrides=True)
 
     evaluate = subparsers.add_parser(
@@ -103,8 +104,8 @@ def run_train(args) -> int:
     # The file is the flag's default, not an argument: config_flags defines the
     # --config.KEY flags when it reads the file, and reading it twice defines them twice.
     if "config" not in flags.FLAGS:
-        config_flags.DEFINE_config_file("config", args.config, "the run's config",
-                                        lock_config=True)
+        config_flags.DEFINE_config_file("config", args.config or str(default_config_path()),
+                                        "the run's config", lock_config=True)
 
     def main():
         from i3d_jax.train import train_and_evaluate
