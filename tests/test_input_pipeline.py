@@ -297,3 +297,42 @@ def test_modalities_the_dataset_lacks_are_named(tmp_path):
     builder.download_and_prepare()
     with pytest.raises(ValueError, match="no \\['flow'\\]"):
         ip.train_dataset(builder, batch_size=1, options=OPTIONS, process_index=0, process_count=1)
+
+
+# Two-Stream-like sampling: 2 RGB frames 4 apart from the clip's 3rd frame, 8 flow frames.
+TWO_RATES = ip.ClipOptions(
+    num_frames=8, crop_size=32, modalities=("rgb", "flow"),
+    per_stream=(("rgb", ip.StreamSampling(2, stride=4, offset=2)), ("flow", ip.StreamSampling(8))))
+
+
+def test_each_stream_samples_its_own_frames_from_the_shared_start(coordinates):
+    for batch in train_batches(coordinates, 4, options=TWO_RATES):
+        assert batch["rgb"].shape == (4, 2, 32, 32, 3) and batch["flow"].shape == (4, 8, 32, 32, 2)
+        for rgb, flow, label in zip(batch["rgb"], batch["flow"], batch["label"]):
+            length = LENGTHS[label]
+            column, _, frame = rgb_coordinates(rgb)
+            flipped = column[0, 0, 0] > column[0, 0, -1]
+            flow_column, flow_frame = flow_coordinates(flow, flipped)
+            start = flow_frame[0, 0, 0]
+            np.testing.assert_array_equal(flow_frame[:, 0, 0], (start + np.arange(8)) % length)
+            np.testing.assert_array_equal(per_frame(frame), (start + 2 + 4 * np.arange(2)) % length)
+            assert_same_columns(column, flow_column[0, 0])  # one crop (and flip) for both
+
+
+def test_whole_video_keeps_the_streams_relative_rates(coordinates):
+    ds, _ = ip.eval_dataset(coordinates, batch_size=5, options=TWO_RATES, split="test",
+                            whole_video_frames=16, process_index=0, process_count=1)
+    batch = next(ds.as_numpy_iterator())
+    assert batch["rgb"].shape == (5, 1, 4, 32, 32, 3) and batch["flow"].shape == (5, 1, 16, 32,
+                                                                                  32, 2)
+    for rgb, flow, label in zip(batch["rgb"], batch["flow"], batch["label"]):
+        length = LENGTHS[label]
+        np.testing.assert_array_equal(flow_coordinates(flow[0], False)[1][:, 0, 0],
+                                      np.arange(16) % length)
+        np.testing.assert_array_equal(per_frame(rgb_coordinates(rgb[0])[2]),
+                                      np.array([2, 6, 10, 14]) % length)
+
+
+def test_per_stream_sampling_must_name_a_modality():
+    with pytest.raises(ValueError, match="per_stream names"):
+        ip.ClipOptions(modalities=("rgb",), per_stream=(("flow", ip.StreamSampling(10)),))

@@ -189,3 +189,19 @@ def test_fsdp_rule_shards_the_largest_divisible_axis():
     assert sharding.fsdp_spec((7, 5), 4, min_size=1) == P()
     assert sharding.fsdp_spec((1024, 400), 4) == P("fsdp", None)
     assert sharding.fsdp_spec((400,), 4) == P()  # too small to be worth it
+
+
+def test_bfloat16_computes_in_bf16_with_float32_master_weights(single_device_run):
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    fns = step_functions(mesh, tiny_model(dtype=jnp.bfloat16))
+    state = jax.tree.map(jnp.copy, initial_state())
+    batch = batches(1)[0]
+    lowered = jax.jit(fns.train_step).lower(state, batch)
+    convolutions = [line for line in lowered.as_text().splitlines() if "convolution" in line]
+    assert convolutions and all("bf16" in line for line in convolutions)
+    new_state, metrics = lowered.compile()(state, batch)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new_state.params))
+    # The same loss as float32's to bf16 precision, not bit for bit.
+    fp32_loss = single_device_run[1][0]
+    assert float(metrics["loss"]) == pytest.approx(fp32_loss, rel=2e-2)
+    assert float(metrics["loss"]) != fp32_loss
