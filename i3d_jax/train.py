@@ -14,9 +14,15 @@ starts from other weights and is never taken for a resume.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging as logging_lib
+import os
+import signal
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -616,11 +622,53 @@ def _check_finite(state: TrainState, manager) -> None:
             + (f"; the latest checkpoint (step {latest}) is from before it" if latest else ""))
 
 
+@contextlib.contextmanager
+def workdir_lock(workdir: Path):
+    """One live run per workdir: an exclusive lock on `workdir/.train.lock`, held
+    by process 0 while it trains. The kernel drops it when the process dies, so a
+    killed run leaves nothing stuck."""
+    if jax.process_index() != 0:
+        yield
+        return
+    path = workdir / ".train.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            # A plain RuntimeError: the command line prints it as one line.
+            raise RuntimeError(
+                f"{workdir} is in use by a live run ({holder}); wait for it to end, stop it, "
+                "or choose another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
-    """Trains (or resumes) in `workdir` to config.total_steps; returns the final eval metrics."""
+    """Trains (or resumes) in `workdir` to config.total_steps; returns the final eval metrics.
+
+    SIGTERM (what a cluster sends before it takes a machine) saves a checkpoint at
+    the next step boundary and returns; the same call again resumes from it.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     quiet_library_logs()
+    # From the start: a notice during set-up or compiling saves after the first step.
+    with workdir_lock(workdir), PreemptionNotice() as preemption:
+        return _train_and_evaluate(config, workdir, preemption)
+
+
+def _train_and_evaluate(config, workdir: Path, preemption) -> dict:
     run = setup(config, workdir)
     write_config(config, workdir)
     train_iter = _train_iterator(run)
@@ -645,7 +693,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             logging.info("this run already finished: step %d of %d; nothing to train",
                          step, config.total_steps)
             return _last_eval(workdir) or evaluate(run, state)
-        return _train_loop(run, state, step, train_iter, metrics_log)
+        return _train_loop(run, state, step, train_iter, metrics_log, preemption)
     finally:
         run.manager.wait_until_finished()
         metrics_log.close()
@@ -660,15 +708,50 @@ def _last_eval(workdir: Path) -> dict | None:
     return evals[-1] if evals else None
 
 
-def _train_loop(run: Run, state, step: int, train_iter, metrics_log: MetricsLog) -> dict:
+def _train_loop(run: Run, state, step: int, train_iter, metrics_log: MetricsLog,
+                preemption) -> dict:
+    config = run.config
+    logging.info("training %s on %s: steps %d -> %d, global batch %d, mesh data=%d x fsdp=%d",
+                 config.model.architecture, config.dataset, step, config.total_steps,
+                 config.batch_size, run.mesh.shape["data"], run.mesh.shape["fsdp"])
+    return _steps(run, state, step, train_iter, metrics_log, preemption)
+
+
+class PreemptionNotice:
+    """Notes a SIGTERM (the warning TPU VMs, Kubernetes and SLURM give before they
+    take a machine) so the loop can save at the next step boundary; Orbax's
+    `reached_preemption` covers multi-process runs, whose processes must agree on
+    the step."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        del signum, frame
+        self.received = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def reached(self, manager, step: int) -> bool:
+        if jax.process_count() > 1:
+            return manager.reached_preemption(step)
+        return self.received
+
+
+def _steps(run: Run, state, step: int, train_iter, metrics_log: MetricsLog, preemption):
     config = run.config
     train_step = jit_train_step(run.fns, run.state_shardings, run.mesh)
     pending, interval_start, interval_steps = [], time.time(), 0
     run_start_step, run_start = step, time.time()
     final_eval = None
-    logging.info("training %s on %s: steps %d -> %d, global batch %d, mesh data=%d x fsdp=%d",
-                 config.model.architecture, config.dataset, step, config.total_steps,
-                 config.batch_size, run.mesh.shape["data"], run.mesh.shape["fsdp"])
     while step < config.total_steps:
         batch = next(train_iter)
         state, metrics = train_step(state, sharding.global_batch(batch, run.mesh))
@@ -689,10 +772,16 @@ def _train_loop(run: Run, state, step: int, train_iter, metrics_log: MetricsLog)
             metrics_log.write(step, "train", values)
             pending, interval_start, interval_steps = [], time.time(), 0
         last = step == config.total_steps
-        if step % config.checkpoint_every_steps == 0 or last:
+        preempted = not last and preemption.reached(run.manager, step)
+        if step % config.checkpoint_every_steps == 0 or last or preempted:
             _check_finite(state, run.manager)
             checkpoints.save_training(run.manager, step, state, train_iter, run.metadata,
                                       force=True)
+        if preempted:
+            run.manager.wait_until_finished()
+            logging.info("SIGTERM: saved step %d in %s and stopped; the same command resumes "
+                         "from it", step, run.manager.directory)
+            return None
         if last or (config.eval_every_steps and step % config.eval_every_steps == 0):
             final_eval = evaluate(run, state)
             metrics_log.write(step, "eval", final_eval)

@@ -156,15 +156,24 @@ def test_a_typo_in_a_key_is_refused_naming_it(tmp_path, compile_cache):
     assert time.time() - started < 60
 
 
-def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, compile_cache, tmp_path):
-    """SIGKILL after the first checkpoint, the same command again: bitwise the
-    parameters of a run that was never interrupted."""
-    steps = ["--config.total_steps=6", "--config.checkpoint_every_steps=2"]
-    straight = tmp_path / "straight"
-    i3d_jax(train_args(straight, tiny_data_dir, *steps), compile_cache)
+SIX_STEPS = ["--config.total_steps=6", "--config.checkpoint_every_steps=2"]
 
+
+@pytest.fixture(scope="session")
+def straight_run(tiny_data_dir, compile_cache, tmp_path_factory):
+    """params_sha256 of 6 steps never interrupted."""
+    workdir = tmp_path_factory.mktemp("straight") / "run"
+    i3d_jax(train_args(workdir, tiny_data_dir, *SIX_STEPS), compile_cache)
+    return params_sha256(workdir, compile_cache)
+
+
+def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, compile_cache, tmp_path,
+                                                   straight_run):
+    """SIGKILL after the first checkpoint, the same command again: bitwise the
+    parameters of a run that was never interrupted (and the killed run's lock on
+    the workdir did not outlive it)."""
     killed = tmp_path / "killed"
-    args = [sys.executable, "-m", "i3d_jax", *train_args(killed, tiny_data_dir, *steps)]
+    args = [sys.executable, "-m", "i3d_jax", *train_args(killed, tiny_data_dir, *SIX_STEPS)]
     process = subprocess.Popen(args, env=cli_env(compile_cache), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
@@ -177,9 +186,45 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, compile_cache,
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    resumed = i3d_jax(train_args(killed, tiny_data_dir, *steps), compile_cache)
+    resumed = i3d_jax(train_args(killed, tiny_data_dir, *SIX_STEPS), compile_cache)
     assert "resuming from step" in resumed.stderr
-    assert params_sha256(killed, compile_cache) == params_sha256(straight, compile_cache)
+    assert params_sha256(killed, compile_cache) == straight_run
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_zero(tiny_data_dir, compile_cache, tmp_path,
+                                                       straight_run):
+    workdir = tmp_path / "preempted"
+    args = [sys.executable, "-m", "i3d_jax", *train_args(workdir, tiny_data_dir, *SIX_STEPS)]
+    process = subprocess.Popen(args, env=cli_env(compile_cache), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    log = []
+    try:
+        for line in process.stderr:  # set-up done: the notice comes before any step
+            log.append(line)
+            if "starting a new run" in line:
+                process.send_signal(signal.SIGTERM)
+                break
+        log.extend(process.stderr)
+    finally:
+        process.wait(timeout=300)
+    log = "".join(log)
+    assert process.returncode == 0, log[-3000:]
+    assert "SIGTERM: saved step 1" in log
+    assert checkpoints.training_manager(workdir, read_only=True).all_steps() == [1]
+    resumed = i3d_jax(train_args(workdir, tiny_data_dir, *SIX_STEPS), compile_cache)
+    assert "resuming from step 1" in resumed.stderr
+    assert params_sha256(workdir, compile_cache) == straight_run
+
+
+def test_a_second_run_on_a_live_workdir_is_refused(tmp_path):
+    from i3d_jax.train import workdir_lock
+
+    with workdir_lock(tmp_path):
+        with pytest.raises(RuntimeError, match=f"in use by a live run \\(pid {os.getpid()} "):
+            with workdir_lock(tmp_path):
+                pass
+    with workdir_lock(tmp_path):  # released when the run ends
+        pass
 
 
 def test_init_from_a_workdir_is_not_a_resume(trained, tiny_data_dir, compile_cache, tmp_path):

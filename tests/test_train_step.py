@@ -205,3 +205,22 @@ def test_bfloat16_computes_in_bf16_with_float32_master_weights(single_device_run
     fp32_loss = single_device_run[1][0]
     assert float(metrics["loss"]) == pytest.approx(fp32_loss, rel=2e-2)
     assert float(metrics["loss"]) != fp32_loss
+
+
+def test_fsdp_holds_an_eighth_of_the_state_per_device():
+    """Parameter and optimiser bytes on one device, from the live arrays' shards:
+    fsdp=8 against data=8 (replicated)."""
+
+    def bytes_on_device_0(state):
+        total = 0
+        for leaf in jax.tree.leaves((state.params, state.opt_state)):
+            for shard in leaf.addressable_shards:
+                if shard.device == jax.devices()[0]:
+                    total += shard.data.nbytes
+        return total
+
+    replicated = run_steps(sharding.make_mesh(8, 1), batches(1), fsdp_min_size=256)[2]
+    sharded = run_steps(sharding.make_mesh(1, 8), batches(1), fsdp_min_size=256)[2]
+    ratio = bytes_on_device_0(sharded) / bytes_on_device_0(replicated)
+    # 1/8 but for the leaves under 256 elements or with no axis 8 divides.
+    assert 1 / 8 <= ratio < 0.15, ratio

@@ -22,7 +22,7 @@ COMMANDS = (train, predict, convert, inflate, flow, fvd, summary)
 # Mistakes in what the user asked for (a path, a flag, a missing optional
 # package): one line is all they need. Anything else, an XLA error such as
 # RESOURCE_EXHAUSTED above all, keeps its whole message and traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, FloatingPointError)
 
 
 def build_parser() -> argparse.ArgumentParser:
