@@ -132,20 +132,32 @@ TRAINING_CHECKPOINTS = "checkpoints"
 
 class InputIteratorHandler(ocp.CheckpointHandler):
     """Each process's input position: its tf.data iterator's own checkpoint
-    (Orbax has no tf.data handler), `process_{index}/iterator.*` in the item."""
+    (Orbax has no tf.data handler), `process_{index}/iterator.*` in the item,
+    and `processes.json`, how many processes wrote it. A run with another
+    number of processes reads its data in other parts, so it cannot take up
+    those positions: its stream starts again from the seed, and says so."""
 
     def _prefix(self, directory):
         return Path(directory) / f"process_{jax.process_index()}" / "iterator"
 
     def save(self, directory, args: "InputIteratorArgs"):
         args.iterator.save(self._prefix(directory))
+        if jax.process_index() == 0:
+            (Path(directory) / "processes.json").write_text(
+                json.dumps({"process_count": jax.process_count()}))
 
     def restore(self, directory, args: "InputIteratorArgs" = None):
+        record = Path(directory) / "processes.json"
+        saved = json.loads(record.read_text())["process_count"] if record.exists() else None
+        if saved != jax.process_count():
+            log.warning("%s: the input positions were saved by %s processes and this run has "
+                        "%d; the data stream starts again from the config's seed", directory,
+                        saved, jax.process_count())
+            return args.iterator
         prefix = self._prefix(directory)
         if not prefix.with_name(prefix.name + ".index").exists():
             raise FileNotFoundError(
-                f"{directory}: no input position for process {jax.process_index()} "
-                f"(written by a run with fewer processes?)")
+                f"{directory}: no input position for process {jax.process_index()}")
         args.iterator.restore(prefix)
         return args.iterator
 

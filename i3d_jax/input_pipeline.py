@@ -69,10 +69,6 @@ class StreamSampling:
         """Frames from the clip's start to this stream's last frame, inclusive."""
         return self.offset + (self.num_frames - 1) * self.stride + 1
 
-    def frames_within(self, length: int) -> int:
-        """How many of this stream's frames fall in the first `length` frames."""
-        return max(1, -(-(length - self.offset) // self.stride))
-
 
 @dataclasses.dataclass(frozen=True)
 class ClipOptions:
@@ -114,13 +110,20 @@ class ClipOptions:
         """Frames a clip covers: the longest span of its streams."""
         return max(self.sampling(m).span for m in self.modalities)
 
-    def whole_video_sampling(self, modality: str, num_frames: int) -> StreamSampling:
-        """A stream's sampling of a whole video of `num_frames` frames: at the full
-        frame rate for the finest stream, the others at their rates relative to it."""
-        finest = min(self.sampling(m).stride for m in self.modalities)
-        own = self.sampling(modality)
-        relative = StreamSampling(1, own.stride // finest, own.offset // finest)
-        return dataclasses.replace(relative, num_frames=relative.frames_within(num_frames))
+    def whole_video_indices(self, modality: str, num_frames: int):
+        """[1, T] frame indices of a stream's whole-video view of `num_frames` frames.
+
+        Streams that share one sampling see every frame. Streams sampled
+        differently (Two-Stream, 3D-Fused) see as many back-to-back clips as fit,
+        each sampled as in training, so their frame counts keep the relation
+        their model needs (10 flow frames per RGB frame)."""
+        samplings = {self.sampling(m) for m in self.modalities}
+        if len(samplings) == 1:
+            return tf.range(num_frames)[None]
+        own, span = self.sampling(modality), self.span
+        clips = max(1, num_frames // span)
+        steps = own.offset + tf.range(own.num_frames) * own.stride
+        return tf.reshape(tf.range(clips)[:, None] * span + steps[None, :], [1, -1])
 
 
 # --------------------------------------------------------------------------
@@ -342,10 +345,10 @@ def eval_views(example, options: ClipOptions, *, num_clips: int, num_crops: int,
                whole_video_frames: int | None):
     """All views of one video: [V, T, S, S, C] per modality, V = clips x crops.
 
-    `whole_video_frames`: one clip of the first that many frames (looping a
-    shorter video) at the full frame rate, instead of `num_clips` clips;
-    streams sampled at different rates keep their rates relative to the
-    finest (Two-Stream: 25 RGB frames among 250 flow frames).
+    `whole_video_frames`: one view of the first that many frames (looping a
+    shorter video), instead of `num_clips` clips; see
+    `ClipOptions.whole_video_indices` for streams sampled at different rates
+    (Two-Stream: 25 RGB frames among 250 flow frames).
     """
     first = options.modalities[0]
     encoded = {m: example[FEATURE[m]] for m in options.modalities}
@@ -359,10 +362,11 @@ def eval_views(example, options: ClipOptions, *, num_clips: int, num_crops: int,
     height, width = _frame_size(encoded[first], first)
     out = {}
     for m in options.modalities:
-        sampling = (options.whole_video_sampling(m, whole_video_frames) if whole_video_frames
-                    else options.sampling(m))
-        clip_frames = sampling.num_frames
-        indices = stream_indices(starts, num_available, sampling)
+        if whole_video_frames:
+            indices = options.whole_video_indices(m, whole_video_frames) % num_available
+        else:
+            indices = stream_indices(starts, num_available, options.sampling(m))
+        clip_frames = indices.shape[1]
         # Decode each needed frame once, however many views share it.
         unique, position = tf.unique(tf.reshape(indices, [-1]))
         frames = _decode_frames(tf.gather(encoded[m], unique), m)

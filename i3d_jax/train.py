@@ -163,6 +163,26 @@ def check_config(config) -> None:
     if config.optimizer.name not in OPTIMIZERS:
         raise ValueError(f"config.optimizer.name must be one of {OPTIMIZERS}, "
                          f"got {config.optimizer.name!r}")
+    from i3d_jax.models import ARCHITECTURES
+
+    if config.model.architecture not in ARCHITECTURES:
+        raise ValueError(f"config.model.architecture {config.model.architecture!r} is not one "
+                         f"of {sorted(ARCHITECTURES)}")
+    if config.eval.num_crops not in (1, 3):
+        raise ValueError(f"config.eval.num_crops must be 1 or 3, got {config.eval.num_crops}")
+    if config.eval.num_clips < 1 or config.eval.whole_video_frames < 0:
+        raise ValueError("config.eval.num_clips must be >= 1 and config.eval.whole_video_frames "
+                         f">= 0, got {config.eval.num_clips} and {config.eval.whole_video_frames}")
+    for stream in streams(config):
+        s = config.input[stream]
+        if s.num_frames < 1 or s.stride < 1 or s.offset < 0:
+            raise ValueError(f"config.input.{stream}: num_frames and stride must be >= 1 and "
+                             f"offset >= 0, got {s.num_frames}, {s.stride}, {s.offset}")
+    if config.schedule.name == "piecewise":
+        early = [b for b in config.schedule.boundaries if 0 < b <= config.schedule.warmup_steps]
+        if early:
+            raise ValueError(f"config.schedule.boundaries {early} fall within the "
+                             f"{config.schedule.warmup_steps} warmup steps")
 
 
 # --------------------------------------------------------------------------
@@ -483,6 +503,9 @@ def setup(config, workdir) -> Run:
     builder = dataset_builder(config)
     labels = class_names(builder)
     num_classes = config.model.num_classes or len(labels)
+    if num_classes < len(labels):
+        raise ValueError(f"config.model.num_classes={num_classes}, but {config.dataset} has "
+                         f"{len(labels)} classes")
     fields = model_fields(config, num_classes)
     model = build_model(config.model.architecture, **fields)
     names = streams(config)
@@ -579,8 +602,10 @@ def evaluate(run: Run, state_or_variables, *, log_progress: bool = True) -> dict
     all_logits, all_labels, all_masks = [], [], []
     started = time.time()
     for batch in DatasetIterator(ds):
-        arrays = {k: v for k, v in batch.items() if k != "video_id"}
-        logits = step_fn(params, batch_stats, sharding.global_batch(arrays, run.mesh))
+        arrays = sharding.global_batch({k: v for k, v in batch.items() if k != "video_id"},
+                                       run.mesh)
+        logits = step_fn(params, batch_stats, arrays)
+        # Labels and masks from the global arrays too: gathered in the logits' order.
         gathered = multihost_utils.process_allgather(
             {"logits": logits, "label": arrays["label"], "mask": arrays["mask"]}, tiled=True)
         all_logits.append(gathered["logits"])
@@ -670,11 +695,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
 
 def _train_and_evaluate(config, workdir: Path, preemption) -> dict:
     run = setup(config, workdir)
-    write_config(config, workdir)
     train_iter = _train_iterator(run)
     latest = run.manager.latest_step()
     if latest is not None:
         checkpoints.check_resumable(run.manager, latest, run.metadata, workdir)
+        _drop_rows_after(workdir, latest)
         logging.info("resuming from step %d (latest checkpoint in %s)", latest,
                      run.manager.directory)
         state = checkpoints.restore_training(run.manager, latest, run.abstract_state,
@@ -686,26 +711,48 @@ def _train_and_evaluate(config, workdir: Path, preemption) -> dict:
         else:
             logging.info("starting a new run from scratch (seed %d)", config.seed)
         state = initial_state(run)
+    write_config(config, workdir)
     step = int(jax.device_get(state.step))
     metrics_log = MetricsLog(workdir)
     try:
         if step >= config.total_steps:
             logging.info("this run already finished: step %d of %d; nothing to train",
                          step, config.total_steps)
-            return _last_eval(workdir) or evaluate(run, state)
+            return _last_eval(workdir, step) or evaluate(run, state)
         return _train_loop(run, state, step, train_iter, metrics_log, preemption)
     finally:
         run.manager.wait_until_finished()
         metrics_log.close()
 
 
-def _last_eval(workdir: Path) -> dict | None:
+def _metric_rows(workdir: Path) -> list[dict]:
     path = workdir / "metrics.jsonl"
     if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _last_eval(workdir: Path, step: int) -> dict | None:
+    """The eval metrics logged at `step`, if the run got that far (process 0's file:
+    every process reads it, so all take the same path)."""
+    evals = [r for r in _metric_rows(workdir) if r.get("kind") == "eval" and r["step"] == step]
+    if not evals:
         return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    evals = [r for r in rows if r.get("kind") == "eval"]
-    return evals[-1] if evals else None
+    return {k: v for k, v in evals[-1].items() if k not in ("kind", "step")}
+
+
+def _drop_rows_after(workdir: Path, step: int) -> None:
+    """A resumed run logs again the steps after its checkpoint: the first logging of
+    them goes, so `metrics.jsonl` has each step once."""
+    if jax.process_index() != 0:
+        return
+    rows = _metric_rows(workdir)
+    kept = [r for r in rows if r["step"] <= step]
+    if len(kept) != len(rows):
+        from i3d_jax.atomic_file import write_atomically
+
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        write_atomically(workdir / "metrics.jsonl", lambda f: f.write(text.encode()))
 
 
 def _train_loop(run: Run, state, step: int, train_iter, metrics_log: MetricsLog,
@@ -728,7 +775,9 @@ class PreemptionNotice:
         self._previous = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        # Several processes: jax.distributed's own notifier takes SIGTERM, and Orbax
+        # asks it; a Python handler here would replace it.
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._note)
         return self
 
@@ -739,6 +788,8 @@ class PreemptionNotice:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+        elif jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def reached(self, manager, step: int) -> bool:
         if jax.process_count() > 1:
@@ -792,12 +843,15 @@ def _steps(run: Run, state, step: int, train_iter, metrics_log: MetricsLog, pree
 
 def load_run_for_eval(config, workdir, step: int | None = None):
     """(run, variables, step) of a training workdir's checkpoint, for `i3d-jax eval`."""
+    if not checkpoints.is_training_workdir(workdir):
+        raise FileNotFoundError(f"{workdir} holds no training checkpoints (no checkpoints/)")
     run = setup(config, workdir)
     step = run.manager.latest_step() if step is None else step
     if step is None or step not in run.manager.all_steps():
         raise FileNotFoundError(
             f"{run.manager.directory}: no checkpoint"
-            + (f" at step {step} (have {sorted(run.manager.all_steps())})" if step else ""))
+            + (f" at step {step} (have {sorted(run.manager.all_steps())})"
+               if step is not None else ""))
     checkpoints.check_resumable(run.manager, step, run.metadata, Path(workdir))
     state = checkpoints.restore_training(run.manager, step, run.abstract_state,
                                          run.state_shardings, None)

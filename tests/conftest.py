@@ -98,3 +98,20 @@ def seeded_weights(reference_dir):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.seeded_weights
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """synthetic_motion/tiny (32x32, 20 frames, 32 train / 16 test clips), built once."""
+    from i3d_jax import datasets
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    datasets.builder("synthetic_motion/tiny", data_dir=str(data_dir)).download_and_prepare()
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+    """XLA's persistent compilation cache for the session's subprocesses: runs that
+    compile the same program compile it once."""
+    return tmp_path_factory.mktemp("jax_cache")

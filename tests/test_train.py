@@ -30,21 +30,6 @@ TINY = ["--config.dataset=synthetic_motion/tiny", "--config.batch_size=8",
         "--config.schedule.learning_rate=0.01"]
 
 
-@pytest.fixture(scope="session")
-def tiny_data_dir(tmp_path_factory):
-    """synthetic_motion/tiny, built once for the session."""
-    from i3d_jax import datasets
-
-    data_dir = tmp_path_factory.mktemp("tfds")
-    datasets.builder("synthetic_motion/tiny", data_dir=str(data_dir)).download_and_prepare()
-    return data_dir
-
-
-@pytest.fixture(scope="session")
-def compile_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("jax_cache")
-
-
 def cli_env(compile_cache):
     env = dict(os.environ)
     env.update(JAX_COMPILATION_CACHE_DIR=str(compile_cache),
@@ -156,14 +141,16 @@ def test_a_typo_in_a_key_is_refused_naming_it(tmp_path, compile_cache):
     assert time.time() - started < 60
 
 
-SIX_STEPS = ["--config.total_steps=6", "--config.checkpoint_every_steps=2"]
+# Long enough that a kill right after the first checkpoint lands well before the end.
+RESUMABLE = ["--config.total_steps=30", "--config.checkpoint_every_steps=2",
+             "--config.keep_checkpoints=20"]
 
 
 @pytest.fixture(scope="session")
 def straight_run(tiny_data_dir, compile_cache, tmp_path_factory):
-    """params_sha256 of 6 steps never interrupted."""
+    """params_sha256 of 30 steps never interrupted."""
     workdir = tmp_path_factory.mktemp("straight") / "run"
-    i3d_jax(train_args(workdir, tiny_data_dir, *SIX_STEPS), compile_cache)
+    i3d_jax(train_args(workdir, tiny_data_dir, *RESUMABLE), compile_cache)
     return params_sha256(workdir, compile_cache)
 
 
@@ -173,7 +160,7 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, compile_cache,
     parameters of a run that was never interrupted (and the killed run's lock on
     the workdir did not outlive it)."""
     killed = tmp_path / "killed"
-    args = [sys.executable, "-m", "i3d_jax", *train_args(killed, tiny_data_dir, *SIX_STEPS)]
+    args = [sys.executable, "-m", "i3d_jax", *train_args(killed, tiny_data_dir, *RESUMABLE)]
     process = subprocess.Popen(args, env=cli_env(compile_cache), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
@@ -186,7 +173,8 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, compile_cache,
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    resumed = i3d_jax(train_args(killed, tiny_data_dir, *SIX_STEPS), compile_cache)
+    assert checkpoints.training_manager(killed, read_only=True).latest_step() < 30
+    resumed = i3d_jax(train_args(killed, tiny_data_dir, *RESUMABLE), compile_cache)
     assert "resuming from step" in resumed.stderr
     assert params_sha256(killed, compile_cache) == straight_run
 
@@ -194,7 +182,7 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, compile_cache,
 def test_sigterm_saves_at_the_next_step_and_exits_zero(tiny_data_dir, compile_cache, tmp_path,
                                                        straight_run):
     workdir = tmp_path / "preempted"
-    args = [sys.executable, "-m", "i3d_jax", *train_args(workdir, tiny_data_dir, *SIX_STEPS)]
+    args = [sys.executable, "-m", "i3d_jax", *train_args(workdir, tiny_data_dir, *RESUMABLE)]
     process = subprocess.Popen(args, env=cli_env(compile_cache), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     log = []
@@ -211,7 +199,7 @@ def test_sigterm_saves_at_the_next_step_and_exits_zero(tiny_data_dir, compile_ca
     assert process.returncode == 0, log[-3000:]
     assert "SIGTERM: saved step 1" in log
     assert checkpoints.training_manager(workdir, read_only=True).all_steps() == [1]
-    resumed = i3d_jax(train_args(workdir, tiny_data_dir, *SIX_STEPS), compile_cache)
+    resumed = i3d_jax(train_args(workdir, tiny_data_dir, *RESUMABLE), compile_cache)
     assert "resuming from step 1" in resumed.stderr
     assert params_sha256(workdir, compile_cache) == straight_run
 
@@ -232,7 +220,7 @@ def test_init_from_a_workdir_is_not_a_resume(trained, tiny_data_dir, compile_cac
     result = i3d_jax(train_args(tmp_path / "finetune", tiny_data_dir, "--config.total_steps=1",
                                 f"--config.init_from={workdir}"), compile_cache)
     assert "init_from" in result.stderr and "resuming" not in result.stderr
-    assert "loaded" in result.stderr
+    assert "re-initialised 0 (classifier)" in result.stderr  # same classes: all loaded
 
 
 # --------------------------------------------------------------------------
@@ -241,11 +229,13 @@ def test_init_from_a_workdir_is_not_a_resume(trained, tiny_data_dir, compile_cac
 ARCHITECTURE_ARGS = {
     "convnet_lstm": ["--config.input.rgb.num_frames=4", "--config.loss.endpoints=LogitsPerTime"],
     "conv3d": [],
+    # Evaluated on whole videos: back-to-back clips keep 10 flow frames per RGB frame.
     "two_stream": ["--config.input.streams=rgb,flow", "--config.input.rgb.num_frames=1",
-                   "--config.input.rgb.offset=5", "--config.input.flow.num_frames=10"],
+                   "--config.input.rgb.offset=5", "--config.input.flow.num_frames=10",
+                   "--config.eval.whole_video_frames=20"],
     "two_stream_fused": ["--config.input.streams=rgb,flow", "--config.input.rgb.num_frames=2",
                          "--config.input.rgb.stride=10", "--config.input.rgb.offset=5",
-                         "--config.input.flow.num_frames=20"],
+                         "--config.input.flow.num_frames=20", "--config.eval.whole_video_frames=20"],
     "two_stream_i3d": ["--config.input.streams=rgb,flow",
                        "--config.loss.endpoints=rgb_logits,flow_logits"],
 }
