@@ -21,3 +21,22 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def isa() -> list[str]:
+    """The vector extensions that decide convolution speed on a CPU (from /proc/cpuinfo)."""
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
+              "amx_bf16", "amx_tile")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def machine_record() -> dict:
+    return {"cpu": cpu_model(), "isa": isa(), "cores_available": available_cores(),
+            "platform": platform.platform()}

@@ -221,7 +221,23 @@ def restore_training(manager, step: int, abstract_state, shardings, iterator):
     items = {"state": ocp.args.StandardRestore(target)}
     if iterator is not None:
         items["input"] = InputIteratorArgs(iterator)
-    return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    return _in_fresh_buffers(manager.restore(step, args=ocp.args.Composite(**items))["state"])
+
+
+def _in_fresh_buffers(tree):
+    """The arrays copied into buffers XLA allocated itself, one at a time, each
+    restored one freed once copied. Restored buffers may not be donatable (host
+    memory Orbax filled, aliased on some backends): a train step that cannot
+    donate its input state keeps two states alive, a known cause of running out
+    of memory on resume."""
+    def fresh(leaf):
+        if not isinstance(leaf, jax.Array):
+            return leaf
+        copy = jax.numpy.copy(leaf)
+        leaf.delete()
+        return copy
+
+    return jax.tree.map(fresh, tree)
 
 
 def load_training_variables(workdir, step: int | None = None):

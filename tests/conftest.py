@@ -2,8 +2,13 @@
 import importlib
 import os
 
-# Before JAX initialises: sharding tests need several devices, on CPU.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Before JAX initialises: sharding tests need several devices, on CPU. The suite
+# spends more time compiling than running, and LLVM's optimisation level 0
+# compiles a tiny train step in 30% less time (the suite's real-size tests too
+# ran faster with it: 141 s -> 114 s for test_cli, test_parity_pytorch_i3d and
+# test_inflate); subprocesses inherit both.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                                   "--xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

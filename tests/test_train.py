@@ -145,14 +145,16 @@ def test_a_typo_in_a_key_is_refused_naming_it(tmp_path, compile_cache):
     assert time.time() - started < 60
 
 
-# Long enough that a kill right after the first checkpoint lands well before the end.
-RESUMABLE = ["--config.total_steps=30", "--config.checkpoint_every_steps=2",
-             "--config.keep_checkpoints=20"]
+# The 3D-ConvNet compiles in seconds (resuming knows no architecture); 40 steps,
+# each saved or logged, take seconds, so a kill right after the first checkpoint
+# lands well before the end.
+RESUMABLE = ["--config.model.architecture=conv3d", "--config.total_steps=40",
+             "--config.checkpoint_every_steps=2", "--config.keep_checkpoints=40"]
 
 
 @pytest.fixture(scope="session")
 def straight_run(tiny_data_dir, compile_cache, tmp_path_factory):
-    """params_sha256 of 30 steps never interrupted."""
+    """params_sha256 of 40 steps never interrupted."""
     workdir = tmp_path_factory.mktemp("straight") / "run"
     i3d_jax(train_args(workdir, tiny_data_dir, *RESUMABLE), compile_cache)
     return params_sha256(workdir, compile_cache)
@@ -172,12 +174,12 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, compile_cache,
         while not (killed / "checkpoints" / "2").is_dir():
             assert process.poll() is None, "the run ended before its first checkpoint"
             assert time.time() < deadline, "no checkpoint after 300 s"
-            time.sleep(0.2)
+            time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert checkpoints.training_manager(killed, read_only=True).latest_step() < 30
+    assert checkpoints.training_manager(killed, read_only=True).latest_step() < 40
     resumed = i3d_jax(train_args(killed, tiny_data_dir, *RESUMABLE), compile_cache)
     assert "resuming from step" in resumed.stderr
     assert params_sha256(killed, compile_cache) == straight_run
@@ -228,36 +230,50 @@ def test_init_from_a_workdir_is_not_a_resume(trained, tiny_data_dir, compile_cac
 
 
 # --------------------------------------------------------------------------
-# Every architecture from the command line (two-stream ones with their own frames)
+# Every architecture through the trainer (two-stream ones with their own frames),
+# in process on one device: the command line and the mesh are the same code for
+# every architecture and are tested above and in test_train_step.py; compiling
+# each model once is this section's cost.
 
-ARCHITECTURE_ARGS = {
-    "convnet_lstm": ["--config.input.rgb.num_frames=4", "--config.loss.endpoints=LogitsPerTime"],
-    "conv3d": [],
+ARCHITECTURE_OVERRIDES = {
+    "convnet_lstm": {"input.rgb.num_frames": 4, "loss.endpoints": "LogitsPerTime"},
+    "conv3d": {},
     # Evaluated on whole videos: back-to-back clips keep 10 flow frames per RGB frame.
-    "two_stream": ["--config.input.streams=rgb,flow", "--config.input.rgb.num_frames=1",
-                   "--config.input.rgb.offset=5", "--config.input.flow.num_frames=10",
-                   "--config.eval.whole_video_frames=20"],
-    "two_stream_fused": ["--config.input.streams=rgb,flow", "--config.input.rgb.num_frames=2",
-                         "--config.input.rgb.stride=10", "--config.input.rgb.offset=5",
-                         "--config.input.flow.num_frames=20", "--config.eval.whole_video_frames=20"],
-    "two_stream_i3d": ["--config.input.streams=rgb,flow",
-                       "--config.loss.endpoints=rgb_logits,flow_logits"],
+    "two_stream": {"input.streams": "rgb,flow", "input.rgb.num_frames": 1,
+                   "input.rgb.offset": 5, "input.flow.num_frames": 10,
+                   "eval.whole_video_frames": 20},
+    "two_stream_fused": {"input.streams": "rgb,flow", "input.rgb.num_frames": 2,
+                         "input.rgb.stride": 10, "input.rgb.offset": 5,
+                         "input.flow.num_frames": 20, "eval.whole_video_frames": 20},
+    "two_stream_i3d": {"input.streams": "rgb,flow", "loss.endpoints": "rgb_logits,flow_logits"},
 }
 
 
-@pytest.mark.parametrize("architecture", sorted(ARCHITECTURE_ARGS))
-def test_every_architecture_trains_from_the_command_line(architecture, tiny_data_dir,
-                                                         compile_cache, tmp_path):
-    workdir = tmp_path / architecture
-    result = i3d_jax(train_args(workdir, tiny_data_dir, "--config.total_steps=2",
-                                f"--config.model.architecture={architecture}",
-                                *ARCHITECTURE_ARGS[architecture]), compile_cache)
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+def on_first_devices(monkeypatch, num_devices: int) -> None:
+    """The trainer's mesh over the first `num_devices` of this process's 8."""
+    from i3d_jax import sharding
+
+    real_mesh = sharding.make_mesh
+    monkeypatch.setattr(sharding, "make_mesh", lambda data=-1, fsdp=1, devices=None: real_mesh(
+        data, fsdp, jax.devices()[:num_devices] if devices is None else devices))
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURE_OVERRIDES))
+def test_every_architecture_trains_and_evaluates(architecture, tiny_data_dir, tmp_path,
+                                                 monkeypatch, caplog):
+    from i3d_jax import train
+
+    on_first_devices(monkeypatch, 1)
+    config = tiny_config(tiny_data_dir, **{"total_steps": 2, "model.architecture": architecture,
+                                           **ARCHITECTURE_OVERRIDES[architecture]})
+    with caplog.at_level("INFO"):
+        final = train.train_and_evaluate(config, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in rows if r["kind"] == "train")
-    assert "eval on test" in result.stderr
+    assert final["num_examples"] == 16 and "eval on test" in caplog.text
     metadata = checkpoints.training_metadata(
-        checkpoints.training_manager(workdir, read_only=True), 2)
+        checkpoints.training_manager(tmp_path, read_only=True), 2)
     assert metadata.architecture == architecture
 
 
