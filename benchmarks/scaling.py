@@ -48,9 +48,11 @@ def measure(architecture: str, streams: tuple[str, ...], frames: int, size: int,
                         schedule=schedule, stream_names=streams, mesh=mesh, num_batch_groups=1)
     started = time.perf_counter()
     abstract_state = jax.eval_shape(fns.init, state_key(0), model_input)
-    params = count_params(abstract_state.params)
+    params = count_params({"params": abstract_state.params})
     batch = {**inputs, "label": jax.ShapeDtypeStruct((1,), jnp.int32)}
-    train_flops = _flops(jax.jit(fns.train_step).lower(abstract_state, batch).compile())
+    compiled_step = jax.jit(fns.train_step).lower(abstract_state, batch).compile()
+    train_flops = _flops(compiled_step)
+    memory = compiled_step.memory_analysis()
     variables = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
     inference_flops = forward_flops(model, variables, model_input)
     return {
@@ -60,6 +62,9 @@ def measure(architecture: str, streams: tuple[str, ...], frames: int, size: int,
         "inference_flops_per_clip": inference_flops,
         "train_step_flops_per_clip": train_flops,
         "train_over_inference": train_flops / inference_flops,
+        # XLA's buffer plan for one clip on this backend: the activations the
+        # backward pass keeps dominate it (indicative for other backends).
+        "train_step_temp_bytes_per_clip": getattr(memory, "temp_size_in_bytes", None),
         "compile_s": round(time.perf_counter() - started, 1),
     }
 

@@ -32,20 +32,24 @@ def train_rows(workdir):
     return [r for r in rows if r["kind"] == "train"]
 
 
-@pytest.fixture(scope="module")
-def two_process_run(tiny_data_dir, compile_cache, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("multihost") / "run"
+def launch_two_processes(workdir, data_dir, compile_cache, steps):
     port = free_port()
     env = cli_env(compile_cache)
     env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("device_count=8", "device_count=4")
-    processes = [
+    return [
         subprocess.Popen(
             [sys.executable, "-m", "i3d_jax", "train", "--workdir", str(workdir),
-             f"--config.data_dir={tiny_data_dir}", *TINY, *STEPS,
+             f"--config.data_dir={data_dir}", *TINY, *steps,
              "--coordinator_address", f"localhost:{port}", "--num_processes", "2",
              "--process_id", str(i)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_data_dir, compile_cache, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("multihost") / "run"
+    processes = launch_two_processes(workdir, tiny_data_dir, compile_cache, STEPS)
     logs = []
     for p in processes:
         _, err = p.communicate(timeout=300)
@@ -116,3 +120,39 @@ def test_bad_multihost_flags_are_refused_before_any_training(tmp_path, compile_c
     assert result.returncode == 2
     assert "--process_id 2 is out of range for --num_processes 2" in result.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_sigterm_to_both_processes_saves_one_step_and_both_exit_zero(tiny_data_dir, compile_cache,
+                                                                     tmp_path):
+    """What a cluster does before it takes a slice: SIGTERM to every process. They
+    agree on a step (jax.distributed's preemption sync, through Orbax's
+    `reached_preemption`), save it together and exit 0."""
+    import signal
+
+    from i3d_jax import checkpoints
+
+    workdir = tmp_path / "preempted"
+    steps = [s for s in STEPS if "total_steps" not in s and "checkpoint_every" not in s]
+    processes = launch_two_processes(workdir, tiny_data_dir, compile_cache,
+                                     [*steps, "--config.total_steps=2000",
+                                      "--config.checkpoint_every_steps=1000"])
+    log0 = []
+    try:
+        for line in processes[0].stderr:  # process 0 logs every step
+            log0.append(line)
+            if "step 2/2000" in line:
+                for p in processes:
+                    p.send_signal(signal.SIGTERM)
+                break
+        logs = ["".join(log0) + processes[0].communicate(timeout=300)[1],
+                processes[1].communicate(timeout=300)[1]]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, log) in enumerate(zip(processes, logs)):
+        assert p.returncode == 0, f"process {i}:\n{log[-3000:]}"
+    saved = checkpoints.training_manager(workdir, read_only=True).all_steps()
+    assert len(saved) == 1 and 2 <= saved[0] < 2000, saved
+    assert f"SIGTERM: saved step {saved[0]}" in logs[0]
+    assert (workdir / "checkpoints" / str(saved[0]) / "input" / "process_1").is_dir()
