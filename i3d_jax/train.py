@@ -24,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,8 @@ class StepFunctions:
     # Devices whose batch shards get their own BatchNorm statistics ("per_device").
     num_batch_groups: int = 1
     mesh: Any = None
+    # Endpoints evaluated besides the logits: a two-stream model's own streams.
+    eval_endpoints: tuple[str, ...] = ()
 
     def init(self, rng, example_inputs) -> TrainState:
         params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
@@ -328,13 +331,19 @@ class StepFunctions:
         return new_state, metrics
 
     def eval_step(self, params, batch_stats, batch):
-        """Logits [B, C] of eval batches [B, V, T, ...]: averaged over the V views."""
+        """{"logits": [B, C], and each of `eval_endpoints`} of eval batches [B, V, T, ...],
+        logits averaged over the V views."""
         inputs = model_inputs(batch, self.stream_names)
         views = jax.tree.leaves(inputs)[0].shape[1]
         flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), inputs)
-        logits = self.model.apply({"params": params, "batch_stats": batch_stats}, flat,
-                                  train=False)
-        return logits.reshape(-1, views, logits.shape[-1]).mean(axis=1)
+        variables = {"params": params, "batch_stats": batch_stats}
+        if self.eval_endpoints:
+            logits, endpoints = self.model.apply(variables, flat, train=False,
+                                                 return_endpoints=True)
+            outputs = {"logits": logits, **{e: endpoints[e] for e in self.eval_endpoints}}
+        else:
+            outputs = {"logits": self.model.apply(variables, flat, train=False)}
+        return {k: v.reshape(-1, views, v.shape[-1]).mean(axis=1) for k, v in outputs.items()}
 
 
 # --------------------------------------------------------------------------
@@ -522,7 +531,8 @@ def setup(config, workdir) -> Run:
         stream_names=names, loss_endpoints=loss_endpoints(config),
         label_smoothing=config.loss.label_smoothing, batch_norm=config.batch_norm,
         grad_accum_steps=config.grad_accum_steps,
-        num_batch_groups=sharding.data_parallel_size(mesh), mesh=mesh)
+        num_batch_groups=sharding.data_parallel_size(mesh), mesh=mesh,
+        eval_endpoints=STREAM_ENDPOINTS.get(config.model.architecture, ()))
     frames = {s: config.input[s].num_frames for s in names}
     example = _abstract_inputs(config, frames, 1)
     abstract_state = jax.eval_shape(fns.init, state_key(0), example)
@@ -580,8 +590,29 @@ def _train_iterator(run: Run):
         threads=config.input.threads or None))
 
 
-def evaluate(run: Run, state_or_variables, *, log_progress: bool = True) -> dict:
-    """top-1, top-5, mean class accuracy over the config's eval split."""
+# Architectures whose streams have their own logits (averaged into the model's):
+# evaluation scores each stream too, the paper's RGB and Flow columns.
+STREAM_ENDPOINTS = {"two_stream": ("rgb_logits", "flow_logits"),
+                    "two_stream_i3d": ("rgb_logits", "flow_logits")}
+
+
+@dataclasses.dataclass
+class EvalPredictions:
+    """Every eval video's view-averaged logits, in the split's order."""
+
+    logits: dict  # "logits" and each stream endpoint: [N, C] float32
+    labels: np.ndarray  # [N] int
+    video_keys: np.ndarray  # [N] int32, crc32 of the video ids: what fusion aligns on
+
+
+def _video_keys(video_ids) -> np.ndarray:
+    # int32: JAX (without x64) carries them to the other processes unchanged.
+    return np.array([zlib.crc32(bytes(v)) for v in video_ids], np.uint32).view(np.int32)
+
+
+def predict_eval_split(run: Run, state_or_variables) -> EvalPredictions:
+    """The config's eval split through the model: each video once, as
+    `eval.num_clips` x `eval.num_crops` views or whole, logits averaged over views."""
     from jax.experimental import multihost_utils
 
     from i3d_jax.input_pipeline import DatasetIterator, eval_dataset
@@ -591,7 +622,7 @@ def evaluate(run: Run, state_or_variables, *, log_progress: bool = True) -> dict
         params, batch_stats = state_or_variables.params, state_or_variables.batch_stats
     else:
         params, batch_stats = state_or_variables["params"], state_or_variables["batch_stats"]
-    ds, steps = eval_dataset(
+    ds, _ = eval_dataset(
         run.builder, batch_size=sharding.check_batch_size(config.eval.batch_size, run.mesh,
                                                           "eval.batch_size"),
         options=clip_options(config), split=config.eval_split,
@@ -599,25 +630,48 @@ def evaluate(run: Run, state_or_variables, *, log_progress: bool = True) -> dict
         whole_video_frames=config.eval.whole_video_frames or None,
         threads=config.input.threads or None)
     step_fn = _jitted_eval_step(run)
-    all_logits, all_labels, all_masks = [], [], []
-    started = time.time()
+    parts = []
     for batch in DatasetIterator(ds):
+        keys = _video_keys(batch["video_id"])
         arrays = sharding.global_batch({k: v for k, v in batch.items() if k != "video_id"},
                                        run.mesh)
-        logits = step_fn(params, batch_stats, arrays)
-        # Labels and masks from the global arrays too: gathered in the logits' order.
-        gathered = multihost_utils.process_allgather(
-            {"logits": logits, "label": arrays["label"], "mask": arrays["mask"]}, tiled=True)
-        all_logits.append(gathered["logits"])
-        all_labels.append(gathered["label"])
-        all_masks.append(gathered["mask"])
-    mask = np.concatenate(all_masks)
-    metrics = classification_metrics(np.concatenate(all_logits)[mask],
-                                     np.concatenate(all_labels)[mask], run.metadata.num_classes)
+        outputs = step_fn(params, batch_stats, arrays)
+        # Labels, masks and ids from the global arrays too: gathered in the logits' order.
+        local_keys = sharding.global_batch({"key": keys}, run.mesh)["key"]
+        parts.append(multihost_utils.process_allgather(
+            {**outputs, "label": arrays["label"], "mask": arrays["mask"], "key": local_keys},
+            tiled=True))
+    mask = np.concatenate([p["mask"] for p in parts]).astype(bool)
+    joined = {k: np.concatenate([p[k] for p in parts])[mask] for k in parts[0] if k != "mask"}
+    return EvalPredictions(
+        logits={k: joined[k].astype(np.float32) for k in ("logits", *run.fns.eval_endpoints)},
+        labels=joined["label"].astype(np.int64), video_keys=joined["key"].astype(np.int32))
+
+
+def prediction_metrics(predictions: EvalPredictions, num_classes: int) -> dict:
+    """top-1, top-5, mean class accuracy, num_examples; a stream's as `rgb_top1` etc."""
+    metrics = classification_metrics(predictions.logits["logits"], predictions.labels,
+                                     num_classes)
+    for endpoint, logits in predictions.logits.items():
+        if endpoint != "logits":
+            stream = endpoint.removesuffix("_logits")
+            for k, v in classification_metrics(logits, predictions.labels, num_classes).items():
+                if k != "num_examples":
+                    metrics[f"{stream}_{k}"] = v
+    return metrics
+
+
+def evaluate(run: Run, state_or_variables, *, log_progress: bool = True) -> dict:
+    """top-1, top-5, mean class accuracy over the config's eval split."""
+    started = time.time()
+    metrics = prediction_metrics(predict_eval_split(run, state_or_variables),
+                                 run.metadata.num_classes)
     if log_progress:
-        logging.info("eval on %s: top-1 %.4f  top-5 %.4f  mean class %.4f  (%d videos, %d batches, "
-                     "%.1f s)", config.eval_split, metrics["top1"], metrics["top5"],
-                     metrics["mean_class_accuracy"], metrics["num_examples"], steps,
+        streams = "".join(f"  {s} top-1 {metrics[f'{s}_top1']:.4f}" for s in ("rgb", "flow")
+                          if f"{s}_top1" in metrics)
+        logging.info("eval on %s: top-1 %.4f  top-5 %.4f  mean class %.4f%s  (%d videos, "
+                     "%.1f s)", run.config.eval_split, metrics["top1"], metrics["top5"],
+                     metrics["mean_class_accuracy"], streams, metrics["num_examples"],
                      time.time() - started)
     return metrics
 

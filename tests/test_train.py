@@ -103,8 +103,19 @@ def test_eval_json_and_predict_and_summary_from_a_workdir(trained, tiny_data_dir
     workdir, _ = trained
     result = i3d_jax(["eval", "--workdir", str(workdir), "--json"], compile_cache)
     record = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(record) == {"step", "top1", "top5", "mean_class_accuracy", "num_examples"}
+    assert set(record) == {"step", "top1", "top5", "mean_class_accuracy", "num_examples",
+                           "per_class_accuracy", "confusion_png"}
     assert record["step"] == 4 and record["num_examples"] == 16
+    # 16 test videos, 2 of each of the 8 classes: each class's accuracy is 0, 1/2 or 1,
+    # and their mean is the mean class accuracy.
+    per_class = record["per_class_accuracy"]
+    assert len(per_class) == 8 and set(per_class.values()) <= {0.0, 0.5, 1.0}
+    assert np.mean(list(per_class.values())) == pytest.approx(record["mean_class_accuracy"])
+    assert np.mean(list(per_class.values())) == pytest.approx(record["top1"])  # balanced split
+    from PIL import Image
+
+    with Image.open(record["confusion_png"]) as image:
+        assert image.format == "PNG" and min(image.size) > 200
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     last_eval = [r for r in rows if r["kind"] == "eval"][-1]
     assert record["top1"] == pytest.approx(last_eval["top1"])
@@ -133,6 +144,24 @@ def test_eval_json_and_predict_and_summary_from_a_workdir(trained, tiny_data_dir
     model = metadata.build_model()
     expected = model.apply(variables, clip[None], train=False)[0]
     np.testing.assert_allclose(prediction["logits"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_eval_fuses_two_runs(trained, tiny_data_dir, compile_cache, tmp_path):
+    """Another seed's run fused with the trained one: each run's own top-1 is the one
+    `eval` gives it alone, the fused figures cover the same 16 videos."""
+    workdir, _ = trained
+    other = tmp_path / "seed1"
+    i3d_jax(train_args(other, tiny_data_dir, "--config.total_steps=4", "--config.seed=1",
+                       "--config.checkpoint_every_steps=4"), compile_cache)
+    alone = json.loads(i3d_jax(["eval", "--workdir", str(other), "--json"],
+                               compile_cache).stdout.strip().splitlines()[-1])
+    fused = json.loads(i3d_jax(["eval", "--workdir", str(workdir), "--fuse", str(other),
+                                "--json"], compile_cache).stdout.strip().splitlines()[-1])
+    mine = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+            if '"eval"' in line][-1]
+    assert fused["runs"] == {str(workdir): {"top1": pytest.approx(mine["top1"])},
+                             str(other): {"top1": pytest.approx(alone["top1"])}}
+    assert fused["num_examples"] == 16 and fused["confusion_png"].endswith("_fused.png")
 
 
 def test_a_typo_in_a_key_is_refused_naming_it(tmp_path, compile_cache):

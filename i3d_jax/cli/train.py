@@ -51,9 +51,14 @@ def register(subparsers) -> None:
                           help="experiments/NAME.py[:ARG] instead of the workdir's config.json")
     evaluate.add_argument("--step", type=int, default=None,
                           help="the checkpoint's step (default: the latest)")
+    evaluate.add_argument("--fuse", nargs="+", default=None, metavar="OTHER_WORKDIR",
+                          help="average the logits of other runs' latest checkpoints on their "
+                               "own configs' eval splits with this one's, video by video (an "
+                               "RGB run with a flow run: the paper's two-stream test)")
     evaluate.add_argument("--json", action="store_true",
                           help='print {"step", "top1", "top5", "mean_class_accuracy", '
-                               '"num_examples"} as the last line')
+                               '"num_examples", "per_class_accuracy", "confusion_png", ...} as '
+                               "the last line")
     evaluate.set_defaults(func=run_eval, takes_config_overrides=True)
 
 
@@ -178,17 +183,48 @@ def run_eval(args) -> int:
         config_flag = []
 
     def main():
-        from i3d_jax.train import evaluate, load_run_for_eval
+        from i3d_jax import evaluation
+        from i3d_jax.train import load_run_for_eval, predict_eval_split, prediction_metrics
 
         run, variables, step = load_run_for_eval(flags.FLAGS.config, args.workdir, args.step)
-        metrics = evaluate(run, variables)
-        record = {"step": step, **metrics}
+        num_classes = run.metadata.num_classes
+        class_names = run.metadata.labels or [str(c) for c in range(num_classes)]
+        predictions = predict_eval_split(run, variables)
+        record = {"step": step}
+        if args.fuse:
+            runs, names = [predictions], [args.workdir]
+            for other in args.fuse:
+                other_run, other_variables, other_step = load_run_for_eval(
+                    config_from_json(Path(other) / "config.json"), other)
+                runs.append(predict_eval_split(other_run, other_variables))
+                names.append(other)
+            record["runs"] = {name: {"top1": prediction_metrics(r, num_classes)["top1"]}
+                              for name, r in zip(names, runs)}
+            predictions = evaluation.fuse(runs, names)
+            metrics = {}
+        else:
+            metrics = prediction_metrics(predictions, num_classes)
+        summary, confusion = evaluation.report(predictions, class_names)
+        metrics = {**summary, **metrics}
+        suffix = "_fused" if args.fuse else ""
+        png = evaluation.plot_confusion(
+            confusion, class_names, Path(args.workdir) / "eval" / f"confusion_step{step}{suffix}.png",
+            f"{run.config.dataset} {run.config.eval_split}, step {step}"
+            + (f", fused with {len(args.fuse)} run(s)" if args.fuse else ""))
+        record.update(metrics, confusion_png=str(png))
         if args.json:
             print(json.dumps(record), flush=True)
         else:
-            print(f"step {step}: top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
-                  f"mean class accuracy {metrics['mean_class_accuracy']:.4f}  "
+            streams = "".join(f"  {s} top-1 {metrics[f'{s}_top1']:.4f}" for s in ("rgb", "flow")
+                              if f"{s}_top1" in metrics)
+            print(f"step {step}{' fused' if args.fuse else ''}: top-1 {metrics['top1']:.4f}  "
+                  f"top-5 {metrics['top5']:.4f}  mean class accuracy "
+                  f"{metrics['mean_class_accuracy']:.4f}{streams}  "
                   f"({metrics['num_examples']} videos)")
+            worst = sorted(metrics["per_class_accuracy"].items(), key=lambda kv: kv[1])[:5]
+            print("lowest per-class accuracy: "
+                  + ", ".join(f"{name} {acc:.2f}" for name, acc in worst))
+            print(f"confusion matrix: {png}")
         sys.stdout.flush()
         return 0
 
