@@ -84,6 +84,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # "per_device": each device's shard on its own (cheaper on big meshes);
     # "frozen": running averages only, never updated (small-batch fine-tuning).
     config.batch_norm = "global"
+    # "all", or "classifier": the last layer (every `Logits` module) alone, as the
+    # paper's fixed-feature transfer; the trunk gets no gradient and no update,
+    # and needs batch_norm "frozen".
+    config.trainable = "all"
 
     config.loss = ml_collections.ConfigDict()
     config.loss.label_smoothing = 0.0

@@ -45,3 +45,76 @@ def load_config(spec: str | Path, lock: bool = True):
 
 def default_config(lock: bool = True):
     return load_config(default_config_path(), lock=lock)
+
+
+# --------------------------------------------------------------------------
+# What the paper's experiment configs share: their arguments, the recipe, and
+# hardware presets, which change only the batch, the mesh, the dtype and how
+# often a run logs (never the recipe).
+
+PRESETS = {
+    # One CPU machine: a batch that fits in memory, for trying a config out.
+    "cpu": {"batch_size": 8, "eval.batch_size": 8, "mesh.data": -1, "mesh.fsdp": 1,
+            "dtype": "float32", "log_every_steps": 10},
+    # 8 GPUs of 80 GB: 32 clips each in bf16 (docs/scaling.md: 1.7 GB of activations a clip).
+    "gpu8": {"batch_size": 256, "eval.batch_size": 64, "mesh.data": -1, "mesh.fsdp": 1,
+             "dtype": "bfloat16", "log_every_steps": 100},
+    # A TPU v5e-64 slice: 4 clips a chip (16 GB each), 16 hosts.
+    "tpu_v5e_64": {"batch_size": 256, "eval.batch_size": 64, "mesh.data": -1, "mesh.fsdp": 1,
+                   "dtype": "bfloat16", "log_every_steps": 100},
+}
+
+
+def parse_variant(arg: str | None, config_file: str, **choices: tuple[str, ...]) -> dict:
+    """`arg` ("rgb,imagenet,gpu8": comma-separated, any order) as {group: choice};
+    each group's first choice when not given; "preset" from PRESETS or None."""
+    groups = {**choices, "preset": tuple(PRESETS)}
+    chosen = {}
+    for token in filter(None, (arg or "").split(",")):
+        owners = [g for g, options in groups.items() if token in options]
+        if not owners:
+            known = "; ".join(f"{g}: {', '.join(o)}" for g, o in groups.items())
+            raise ValueError(f"{config_file}: unknown argument {token!r} (known: {known})")
+        if owners[0] in chosen:
+            raise ValueError(f"{config_file}: two values for {owners[0]}: "
+                             f"{chosen[owners[0]]!r} and {token!r}")
+        chosen[owners[0]] = token
+    return {g: chosen.get(g, None if g == "preset" else options[0])
+            for g, options in groups.items()}
+
+
+def set_values(config, values: dict) -> None:
+    """Dotted keys ("eval.batch_size") to values; every key must exist."""
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        if leaf not in node:
+            raise KeyError(f"{dotted} is not a config key (experiments/default.py declares them)")
+        node[leaf] = value
+
+
+def paper_recipe(config, *, total_steps: int, boundaries: tuple[int, ...],
+                 learning_rate: float) -> None:
+    """The paper's training and testing (section 3, "Implementation details"):
+    SGD with momentum 0.9; the learning rate divided by 10 at `boundaries`
+    (the paper: "when the validation loss saturated"; it gives no steps);
+    short side resized to 256, a random 224 crop, a random start, short
+    videos looped, one left-right flip for the whole clip; testing on the
+    whole video (up to 250 frames), centre 224 crop. The paper's values for
+    I3D's dropout and BatchNorm (TF's 0.999 momentum) are the models' own."""
+    set_values(config, {
+        "optimizer.name": "sgd", "optimizer.momentum": 0.9, "optimizer.nesterov": False,
+        "optimizer.weight_decay": 1e-7,
+        "schedule.name": "piecewise", "schedule.learning_rate": learning_rate,
+        "schedule.warmup_steps": 0, "schedule.boundaries": tuple(boundaries),
+        "schedule.factor": 0.1,
+        "input.resize_short_side": 256, "input.crop_size": 224, "input.flip": True,
+        "input.shuffle_buffer": 1024,
+        "eval.whole_video_frames": 250, "eval.num_clips": 1, "eval.num_crops": 1,
+        "model.width_multiplier": 1.0, "model.batch_norm_momentum": 0.999,
+        "total_steps": total_steps, "batch_size": 256, "eval.batch_size": 16,
+        "log_every_steps": 100, "checkpoint_every_steps": 1000, "keep_checkpoints": 3,
+        "eval_every_steps": 10000,
+    })

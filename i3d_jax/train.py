@@ -121,6 +121,19 @@ def make_schedule(config):
         [optax.linear_schedule(0.0, s.learning_rate, warmup), main], [warmup])
 
 
+TRAINABLE = ("all", "classifier")
+
+
+def is_classifier(path) -> bool:
+    """A parameter of a `Logits` module (every classifier head of our architectures)."""
+    return any(getattr(k, "key", None) == "Logits" for k in path)
+
+
+def _classifier_labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "train" if is_classifier(path) else "freeze", params)
+
+
 def _decay_mask(params):
     # Kernels only: biases, BatchNorm offsets and scales are not decayed.
     return jax.tree.map(lambda p: p.ndim > 1, params)
@@ -140,7 +153,12 @@ def make_optimizer(config, schedule) -> optax.GradientTransformation:
     else:
         parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
                                  mask=_decay_mask))
-    return optax.chain(*parts)
+    optimizer = optax.chain(*parts)
+    if config.trainable == "classifier":
+        # The trunk's parameters get no update (and no optimiser state) at all.
+        optimizer = optax.multi_transform({"train": optimizer, "freeze": optax.set_to_zero()},
+                                          _classifier_labels)
+    return optimizer
 
 
 def check_config(config) -> None:
@@ -160,6 +178,11 @@ def check_config(config) -> None:
                          f"config.grad_accum_steps={config.grad_accum_steps} micro-batches")
     if config.dtype not in DTYPES:
         raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
+    if config.trainable not in TRAINABLE:
+        raise ValueError(f"config.trainable must be one of {TRAINABLE}, got {config.trainable!r}")
+    if config.trainable == "classifier" and config.batch_norm != "frozen":
+        raise ValueError("config.trainable='classifier' trains the last layer on fixed features: "
+                         f"set config.batch_norm='frozen' (got {config.batch_norm!r})")
     make_schedule(config)
     if config.optimizer.name not in OPTIMIZERS:
         raise ValueError(f"config.optimizer.name must be one of {OPTIMIZERS}, "
@@ -224,6 +247,8 @@ class StepFunctions:
     mesh: Any = None
     # Endpoints evaluated besides the logits: a two-stream model's own streams.
     eval_endpoints: tuple[str, ...] = ()
+    # "classifier": gradients for the Logits modules only (none through the trunk).
+    trainable: str = "all"
 
     def init(self, rng, example_inputs) -> TrainState:
         params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
@@ -271,6 +296,10 @@ class StepFunctions:
                 jax.tree.map(lambda s: s.mean(axis=0), stats))
 
     def loss_fn(self, params, batch_stats, batch, rng):
+        if self.trainable == "classifier":
+            # The trunk as constants: XLA then drops the whole backward pass through it.
+            params = jax.tree_util.tree_map_with_path(
+                lambda path, p: p if is_classifier(path) else jax.lax.stop_gradient(p), params)
         inputs = model_inputs(batch, self.stream_names)
         apply = self._apply_per_group if self.batch_norm == "per_device" else self._apply
         logits, endpoints, new_stats = apply(params, batch_stats, inputs, rng)
@@ -532,7 +561,8 @@ def setup(config, workdir) -> Run:
         label_smoothing=config.loss.label_smoothing, batch_norm=config.batch_norm,
         grad_accum_steps=config.grad_accum_steps,
         num_batch_groups=sharding.data_parallel_size(mesh), mesh=mesh,
-        eval_endpoints=STREAM_ENDPOINTS.get(config.model.architecture, ()))
+        eval_endpoints=STREAM_ENDPOINTS.get(config.model.architecture, ()),
+        trainable=config.trainable)
     frames = {s: config.input[s].num_frames for s in names}
     example = _abstract_inputs(config, frames, 1)
     abstract_state = jax.eval_shape(fns.init, state_key(0), example)
@@ -541,6 +571,12 @@ def setup(config, workdir) -> Run:
         workdir, save_every=config.checkpoint_every_steps, keep=config.keep_checkpoints)
     return Run(config, workdir, mesh, builder, metadata, fns, abstract_state, state_shardings,
                manager)
+
+
+# config.init_from = "inception_v1:FORMAT:PATH": the paper's ImageNet bootstrap for
+# any architecture with Inception-v1 layers (inflated where 3D), FORMAT one of
+# `i3d_jax.inflate.SOURCES`.
+INCEPTION_V1_PREFIX = "inception_v1:"
 
 
 def read_init_source(source: str) -> dict:
@@ -552,9 +588,31 @@ def read_init_source(source: str) -> dict:
 
     if source not in PRETRAINED:
         raise FileNotFoundError(
-            f"config.init_from {source!r} is neither a checkpoint directory nor one of the "
-            f"named weights ({', '.join(PRETRAINED)})")
+            f"config.init_from {source!r} is neither a checkpoint directory, nor one of the "
+            f"named weights ({', '.join(PRETRAINED)}), nor {INCEPTION_V1_PREFIX}FORMAT:PATH")
     return load_weights(source)[1]
+
+
+def _init_variables(run: Run, fresh: dict) -> dict:
+    """config.init_from's variables for the state's fresh {params, batch_stats}."""
+    source = run.config.init_from
+    if source.startswith(INCEPTION_V1_PREFIX):
+        from i3d_jax.inflate import SOURCES, init_from_inception_v1, read_source
+
+        fmt, _, path = source.removeprefix(INCEPTION_V1_PREFIX).partition(":")
+        if fmt not in SOURCES or not path:
+            raise ValueError(f"config.init_from {source!r}: expected {INCEPTION_V1_PREFIX}"
+                             f"FORMAT:PATH with FORMAT one of {', '.join(SOURCES)}")
+        if not Path(path).exists() and not Path(path + ".index").exists():
+            raise FileNotFoundError(f"config.init_from {source!r}: {path} not found")
+        inception_v1, _ = read_source(fmt, path)
+        variables = init_from_inception_v1(run.config.model.architecture,
+                                           jax.tree.map(np.asarray, fresh), inception_v1,
+                                           origin=f"{fmt} Inception-v1 {path}")
+        logging.info("init_from %s: the Inception-v1 layers from ImageNet (inflated where 3D), "
+                     "the rest freshly initialised", source)
+        return variables
+    return checkpoints.merge_init_variables(read_init_source(source), fresh, source)
 
 
 def initial_state(run: Run) -> TrainState:
@@ -566,9 +624,8 @@ def initial_state(run: Run) -> TrainState:
     init = jax.jit(run.fns.init, out_shardings=run.state_shardings)
     state = init(state_key(config.seed), example)
     if config.init_from:
-        variables = checkpoints.merge_init_variables(
-            read_init_source(config.init_from),
-            {"params": state.params, "batch_stats": state.batch_stats}, config.init_from)
+        variables = _init_variables(run, {"params": state.params,
+                                          "batch_stats": state.batch_stats})
         placed = jax.device_put(
             variables, {"params": run.state_shardings.params,
                         "batch_stats": run.state_shardings.batch_stats})

@@ -224,3 +224,50 @@ def test_fsdp_holds_an_eighth_of_the_state_per_device():
     ratio = bytes_on_device_0(sharded) / bytes_on_device_0(replicated)
     # 1/8 but for the leaves under 256 elements or with no axis 8 divides.
     assert 1 / 8 <= ratio < 0.15, ratio
+
+
+def test_classifier_only_training_updates_the_classifier_alone_and_skips_the_trunk_backward():
+    """trainable="classifier" (the paper's fixed-feature transfer): after two steps
+    the trunk's parameters and BatchNorm statistics are bitwise what they were, the
+    classifier moved, and the compiled step does a fraction of the full step's FLOPs
+    (no backward pass through the trunk)."""
+    from i3d_jax.configs import default_config
+    from i3d_jax.train import make_optimizer
+
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    config = default_config(lock=False)
+    config.optimizer.name, config.trainable = "sgd", "classifier"
+    schedule = optax.constant_schedule(0.1)
+    model = tiny_model(frozen_batch_norm=True)
+
+    def step_and_flops(**kwargs):
+        fns = StepFunctions(model=model, schedule=schedule, stream_names=("rgb",), mesh=mesh,
+                            batch_norm="frozen", **kwargs)
+        state = jax.jit(fns.init)(state_key(0), jnp.zeros((1, *CLIP)))
+        batch = sharding.global_batch(batches(1)[0], mesh)
+        compiled = jax.jit(fns.train_step).lower(state, batch).compile()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return fns, state, compiled, float(cost["flops"])
+
+    fns, state, step, classifier_flops = step_and_flops(
+        optimizer=make_optimizer(config, schedule), trainable="classifier")
+    before = jax.tree.map(np.asarray, {"params": state.params, "batch_stats": state.batch_stats})
+    config.trainable = "all"
+    *_, full_flops = step_and_flops(optimizer=make_optimizer(config, schedule))
+    for batch in batches(2):
+        state, metrics = step(state, sharding.global_batch(batch, mesh))
+        assert np.isfinite(float(metrics["loss"]))
+    moved = []
+    for path, old in jax.tree_util.tree_leaves_with_path(before["params"]):
+        new = np.asarray(functools.reduce(lambda node, k: node[k.key], path, state.params))
+        if "Logits" in jax.tree_util.keystr(path):
+            moved.append(not np.array_equal(old, new))
+        else:
+            np.testing.assert_array_equal(old, new, err_msg=jax.tree_util.keystr(path))
+    assert moved and all(moved)
+    unchanged = jax.tree.map(lambda a, b: np.array_equal(a, np.asarray(b)),
+                              before["batch_stats"], state.batch_stats)
+    assert all(jax.tree.leaves(unchanged))
+    # Forward of the trunk + the classifier's gradient, against forward + full backward.
+    assert classifier_flops < 0.6 * full_flops, (classifier_flops, full_flops)
