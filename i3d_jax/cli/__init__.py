@@ -1,5 +1,6 @@
 """`i3d-jax`: classify videos, extract I3D features, convert and inflate
-checkpoints, compute TV-L1 flow and FVD, and summarise the paper's models.
+checkpoints, compute TV-L1 flow and FVD, summarise the paper's models, train
+and evaluate them, and report on training runs.
 
 Each command module has `register(subparsers)`, adding parsers whose
 `func(args)` returns the exit code; a new command is a module appended to
@@ -15,9 +16,9 @@ import sys
 
 import i3d_jax.quiet_tf  # noqa: F401  (before anything imports TF)
 from i3d_jax import __version__
-from i3d_jax.cli import convert, flow, fvd, inflate, predict, summary, train
+from i3d_jax.cli import convert, flow, fvd, inflate, predict, report, summary, train
 
-COMMANDS = (train, predict, convert, inflate, flow, fvd, summary)
+COMMANDS = (train, predict, convert, inflate, flow, fvd, summary, report)
 
 # Mistakes in what the user asked for (a path, a flag, a missing optional
 # package): one line is all they need. Anything else, an XLA error such as
