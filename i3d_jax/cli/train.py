@@ -91,6 +91,13 @@ def config_from_json(path: Path):
     return config
 
 
+def _config_argv(args) -> list[str]:
+    """The argv config_flags reads the --config.KEY overrides from: ours, not
+    sys.argv (which holds `--config FILE` for argparse, and then config_flags
+    waits for a --config value that absl is never given)."""
+    return ["i3d-jax " + args.command, *args.config_overrides]
+
+
 def _absl_run(main, args, config_flag) -> int:
     from absl import app, flags
 
@@ -150,7 +157,8 @@ def run_train(args) -> int:
     # --config.KEY flags when it reads the file, and reading it twice defines them twice.
     if "config" not in flags.FLAGS:
         config_flags.DEFINE_config_file("config", args.config or str(default_config_path()),
-                                        "the run's config", lock_config=True)
+                                        "the run's config", lock_config=True,
+                                        sys_argv=_config_argv(args))
 
     def main():
         import jax
@@ -173,13 +181,13 @@ def run_eval(args) -> int:
     if args.config:
         if "config" not in flags.FLAGS:
             config_flags.DEFINE_config_file("config", args.config, "the run's config",
-                                            lock_config=True)
+                                            lock_config=True, sys_argv=_config_argv(args))
         config_flag = []
     else:
         if "config" not in flags.FLAGS:
             config_flags.DEFINE_config_dict(
                 "config", config_from_json(Path(args.workdir) / "config.json"),
-                "the run's config")
+                "the run's config", sys_argv=_config_argv(args))
         config_flag = []
 
     def main():
