@@ -26,12 +26,11 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
@@ -39,6 +38,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from i3d_jax import checkpoints, sharding
 from i3d_jax.models import build_model
+
+if TYPE_CHECKING:  # the GPU benchmark imports the step where ml_collections is absent
+    import ml_collections
 
 BATCH_NORM_MODES = ("global", "per_device", "frozen")
 OPTIMIZERS = ("sgd", "adamw")
