@@ -16,23 +16,16 @@ fully-connected layers take 16 frames), predictions averaged. The recipe is
 """
 from __future__ import annotations
 
-from i3d_jax.configs import PRESETS, default_config, paper_recipe, parse_variant, set_values
+from i3d_jax.configs import kinetics400_config, parse_variant
 
 
 def get_config(arg: str | None = None):
     variant = parse_variant(arg, __file__)
-    config = default_config(lock=False)
-    paper_recipe(config, total_steps=110_000, boundaries=(60_000, 95_000), learning_rate=0.1)
-    set_values(config, {
+    return kinetics400_config(variant, {
         "dataset": "kinetics/400",
         "model.architecture": "conv3d",
-        "model.dropout_rate": None,
         "input.rgb.num_frames": 16,
         "input.resize_short_side": 128, "input.crop_size": 112,
         "eval.whole_video_frames": 0, "eval.num_clips": 15,
         "init_from": "",
     })
-    if variant["preset"]:
-        set_values(config, PRESETS[variant["preset"]])
-    config.lock()
-    return config

@@ -32,7 +32,7 @@ whole video (250 frames), centre crop.
 """
 from __future__ import annotations
 
-from i3d_jax.configs import PRESETS, default_config, paper_recipe, parse_variant, set_values
+from i3d_jax.configs import kinetics400_config, parse_variant
 
 INFLATED = {"rgb": "runs/imagenet/i3d_rgb", "flow": "runs/imagenet/i3d_flow",
             "rgb+flow": "inception_v1:tf-slim:runs/imagenet/inception_v1.ckpt"}
@@ -41,19 +41,12 @@ INFLATED = {"rgb": "runs/imagenet/i3d_rgb", "flow": "runs/imagenet/i3d_flow",
 def get_config(arg: str | None = None):
     variant = parse_variant(arg, __file__, stream=("rgb", "flow", "rgb+flow"),
                             init=("imagenet", "scratch"))
-    config = default_config(lock=False)
-    paper_recipe(config, total_steps=110_000, boundaries=(60_000, 95_000), learning_rate=0.1)
     stream = variant["stream"]
-    set_values(config, {
+    return kinetics400_config(variant, {
         "dataset": "kinetics/400" if stream == "rgb" else "kinetics/400_flow",
         "model.architecture": "two_stream_i3d" if stream == "rgb+flow" else "i3d",
-        "model.dropout_rate": None,  # I3D's 0.5
         "input.streams": {"rgb": "rgb", "flow": "flow", "rgb+flow": "rgb,flow"}[stream],
         "input.rgb.num_frames": 64, "input.flow.num_frames": 64,
         "loss.endpoints": "rgb_logits,flow_logits" if stream == "rgb+flow" else "",
         "init_from": INFLATED[stream] if variant["init"] == "imagenet" else "",
     })
-    if variant["preset"]:
-        set_values(config, PRESETS[variant["preset"]])
-    config.lock()
-    return config

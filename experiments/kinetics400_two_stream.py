@@ -25,26 +25,19 @@ what the paper does not state and we chose).
 """
 from __future__ import annotations
 
-from i3d_jax.configs import PRESETS, default_config, paper_recipe, parse_variant, set_values
+from i3d_jax.configs import kinetics400_config, parse_variant
 
 IMAGENET = "inception_v1:tf-slim:runs/imagenet/inception_v1.ckpt"
 
 
 def get_config(arg: str | None = None):
     variant = parse_variant(arg, __file__, init=("imagenet", "scratch"))
-    config = default_config(lock=False)
-    paper_recipe(config, total_steps=110_000, boundaries=(60_000, 95_000), learning_rate=0.1)
-    set_values(config, {
+    return kinetics400_config(variant, {
         "dataset": "kinetics/400_flow",
         "model.architecture": "two_stream",
-        "model.dropout_rate": None,  # Inception-v1's
         "input.streams": "rgb,flow",
         "input.rgb.num_frames": 1, "input.rgb.offset": 5,
         "input.flow.num_frames": 10,
         "loss.endpoints": "rgb_logits,flow_logits",
         "init_from": IMAGENET if variant["init"] == "imagenet" else "",
     })
-    if variant["preset"]:
-        set_values(config, PRESETS[variant["preset"]])
-    config.lock()
-    return config

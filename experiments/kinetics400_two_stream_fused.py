@@ -19,25 +19,18 @@ recipe is `i3d_jax.configs.paper_recipe` (see kinetics400_i3d.py).
 """
 from __future__ import annotations
 
-from i3d_jax.configs import PRESETS, default_config, paper_recipe, parse_variant, set_values
+from i3d_jax.configs import kinetics400_config, parse_variant
 
 IMAGENET = "inception_v1:tf-slim:runs/imagenet/inception_v1.ckpt"
 
 
 def get_config(arg: str | None = None):
     variant = parse_variant(arg, __file__, init=("imagenet", "scratch"))
-    config = default_config(lock=False)
-    paper_recipe(config, total_steps=110_000, boundaries=(60_000, 95_000), learning_rate=0.1)
-    set_values(config, {
+    return kinetics400_config(variant, {
         "dataset": "kinetics/400_flow",
         "model.architecture": "two_stream_fused",
-        "model.dropout_rate": None,
         "input.streams": "rgb,flow",
         "input.rgb.num_frames": 5, "input.rgb.stride": 10, "input.rgb.offset": 5,
         "input.flow.num_frames": 50,
         "init_from": IMAGENET if variant["init"] == "imagenet" else "",
     })
-    if variant["preset"]:
-        set_values(config, PRESETS[variant["preset"]])
-    config.lock()
-    return config

@@ -154,3 +154,15 @@ def finetune_recipe(config, dataset: str, variant: dict) -> None:
         set_values(config, {k: v for k, v in PRESETS[variant["preset"]].items()
                             if k not in ("batch_size", "log_every_steps")}
                    | ({"batch_size": 8} if variant["preset"] == "cpu" else {}))
+
+
+def kinetics400_config(variant: dict, values: dict):
+    """The paper's Kinetics-400 recipe with an architecture's `values`, then the
+    variant's hardware preset; locked."""
+    config = default_config(lock=False)
+    paper_recipe(config, total_steps=110_000, boundaries=(60_000, 95_000), learning_rate=0.1)
+    set_values(config, {"model.dropout_rate": None, **values})  # the architecture's dropout
+    if variant["preset"]:
+        set_values(config, PRESETS[variant["preset"]])
+    config.lock()
+    return config

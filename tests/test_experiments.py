@@ -14,8 +14,8 @@ VARIANTS = {
     "kinetics400_two_stream_fused.py": [["imagenet", "scratch"]],
     "kinetics400_convnet_lstm.py": [["imagenet", "scratch"]],
     "kinetics400_conv3d.py": [[]],
-    "ucf101_finetune.py": [["rgb", "flow", "rgb+flow"], ["1", "2", "3"], ["full", "last_layer"]],
-    "hmdb51_finetune.py": [["rgb", "flow", "rgb+flow"], ["1", "2", "3"], ["full", "last_layer"]],
+    "finetune.py": [["ucf101", "hmdb51"], ["rgb", "flow", "rgb+flow"], ["1", "2", "3"],
+                    ["full", "last_layer"]],
 }
 HARDWARE_KEYS = {"batch_size", "eval.batch_size", "mesh.data", "mesh.fsdp", "dtype",
                  "log_every_steps"}
@@ -70,7 +70,7 @@ def test_the_paper_recipe_is_what_the_configs_say():
     assert (i3d.input.resize_short_side, i3d.input.crop_size, i3d.input.flow.num_frames) == (
         None, 224, 64)
     assert i3d.eval.whole_video_frames == 250 and i3d.init_from == ""
-    fixed = load_config(f"{experiments_dir() / 'hmdb51_finetune.py'}:last_layer,2,rgb")
+    fixed = load_config(f"{experiments_dir() / 'finetune.py'}:last_layer,2,rgb,hmdb51")
     assert (fixed.dataset, fixed.trainable, fixed.batch_norm, fixed.total_steps) == (
         "hmdb51/2", "classifier", "frozen", 5_000)
     assert fixed.init_from == "runs/i3d_rgb"

@@ -61,7 +61,7 @@ def test_the_ucf101_last_layer_config_fine_tunes_the_kinetics_run(kinetics_run, 
 
     build("ucf101/1", tmp_path / "data", ucf101_release(tmp_path / "manual", archive=False))
     workdir = tmp_path / "ucf101_rgb_1"
-    log = train("ucf101_finetune.py:rgb,1,last_layer,cpu", workdir, tmp_path / "data",
+    log = train("finetune.py:ucf101,rgb,1,last_layer,cpu", workdir, tmp_path / "data",
                 compile_cache, f"--config.init_from={kinetics_run}")
     assert "re-initialised 2 (classifier)" in log  # 3 Kinetics classes -> 2 UCF-101 ones
     # Fixed features: every trunk array and BatchNorm statistic is the Kinetics run's.
