@@ -271,3 +271,19 @@ def test_classifier_only_training_updates_the_classifier_alone_and_skips_the_tru
     assert all(jax.tree.leaves(unchanged))
     # Forward of the trunk + the classifier's gradient, against forward + full backward.
     assert classifier_flops < 0.6 * full_flops, (classifier_flops, full_flops)
+
+
+def test_eval_step_averages_the_logits_of_every_view():
+    """A batch of 2 videos x 3 views (clips or crops): each video's logits are the mean
+    of its views' logits, each view through the model on its own."""
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    fns = step_functions(mesh)
+    state = initial_state()
+    views = np.random.default_rng(3).uniform(-1, 1, (2, 3, *CLIP)).astype(np.float32)
+    out = jax.jit(fns.eval_step)(state.params, state.batch_stats, {"rgb": views})
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    per_view = np.stack([[np.asarray(fns.model.apply(variables, views[b, v][None],
+                                                     train=False))[0] for v in range(3)]
+                         for b in range(2)])
+    np.testing.assert_allclose(out["logits"], per_view.mean(axis=1), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(per_view[:, 0], per_view[:, 1])  # the views differ
