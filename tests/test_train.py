@@ -146,21 +146,28 @@ def test_eval_json_and_predict_and_summary_from_a_workdir(trained, tiny_data_dir
     np.testing.assert_allclose(prediction["logits"], expected, rtol=1e-4, atol=1e-4)
 
 
-def test_eval_fuses_two_runs(trained, tiny_data_dir, compile_cache, tmp_path):
-    """Another seed's run fused with the trained one: each run's own top-1 is the one
-    `eval` gives it alone, the fused figures cover the same 16 videos."""
-    workdir, _ = trained
-    other = tmp_path / "seed1"
-    i3d_jax(train_args(other, tiny_data_dir, "--config.total_steps=4", "--config.seed=1",
-                       "--config.checkpoint_every_steps=4"), compile_cache)
-    alone = json.loads(i3d_jax(["eval", "--workdir", str(other), "--json"],
-                               compile_cache).stdout.strip().splitlines()[-1])
+@pytest.fixture(scope="session")
+def finetuned(trained, tiny_data_dir, compile_cache, tmp_path_factory):
+    """A second run: one step from the trained run's weights (init_from a workdir)."""
+    workdir = tmp_path_factory.mktemp("finetune") / "run"
+    result = i3d_jax(train_args(workdir, tiny_data_dir, "--config.total_steps=1",
+                                f"--config.init_from={trained[0]}"), compile_cache)
+    return workdir, result
+
+
+def last_eval_top1(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+            if '"eval"' in line][-1]["top1"]
+
+
+def test_eval_fuses_two_runs(trained, finetuned, compile_cache):
+    """Each run's own top-1 in the fused record is the one its training logged; the
+    fused figures cover the same 16 videos."""
+    workdir, other = trained[0], finetuned[0]
     fused = json.loads(i3d_jax(["eval", "--workdir", str(workdir), "--fuse", str(other),
                                 "--json"], compile_cache).stdout.strip().splitlines()[-1])
-    mine = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
-            if '"eval"' in line][-1]
-    assert fused["runs"] == {str(workdir): {"top1": pytest.approx(mine["top1"])},
-                             str(other): {"top1": pytest.approx(alone["top1"])}}
+    assert fused["runs"] == {str(workdir): {"top1": pytest.approx(last_eval_top1(workdir))},
+                             str(other): {"top1": pytest.approx(last_eval_top1(other))}}
     assert fused["num_examples"] == 16 and fused["confusion_png"].endswith("_fused.png")
 
 
@@ -250,10 +257,8 @@ def test_a_second_run_on_a_live_workdir_is_refused(tmp_path):
         pass
 
 
-def test_init_from_a_workdir_is_not_a_resume(trained, tiny_data_dir, compile_cache, tmp_path):
-    workdir, _ = trained
-    result = i3d_jax(train_args(tmp_path / "finetune", tiny_data_dir, "--config.total_steps=1",
-                                f"--config.init_from={workdir}"), compile_cache)
+def test_init_from_a_workdir_is_not_a_resume(finetuned):
+    _, result = finetuned
     assert "init_from" in result.stderr and "resuming" not in result.stderr
     assert "re-initialised 0 (classifier)" in result.stderr  # same classes: all loaded
 
