@@ -27,20 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.machine import machine_record
+from benchmarks.machine import machine_record, time_calls
 from i3d_jax.models import build_model
 from i3d_jax.train import StepFunctions, state_key
 
 NUM_CLASSES = 400
-
-
-def _timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return times
 
 
 def jax_train_step(batch: int, frames: int, size: int, dtype: str, repeats: int) -> dict:
@@ -67,7 +58,7 @@ def jax_train_step(batch: int, frames: int, size: int, dtype: str, repeats: int)
         jax.block_until_ready(metrics["loss"])
 
     one()  # warm-up
-    times = _timed(one, repeats)
+    times = time_calls(one, repeats)
     median = statistics.median(times)
     return {"batch": batch, "dtype": dtype, "compile_s": round(compile_s, 1),
             "step_s": median, "clips_per_s": batch / median, "flops_per_step": float(cost["flops"])}
@@ -80,7 +71,7 @@ def jax_inference(batch: int, frames: int, size: int, dtype: str, repeats: int) 
     variables = jax.jit(lambda k: model.init(k, clip[:1], train=False))(jax.random.key(1))
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
     jax.block_until_ready(apply(variables, clip))
-    times = _timed(lambda: jax.block_until_ready(apply(variables, clip)), repeats)
+    times = time_calls(lambda: jax.block_until_ready(apply(variables, clip)), repeats)
     return {"batch": batch, "dtype": dtype, "clips_per_s": batch / statistics.median(times)}
 
 
@@ -122,10 +113,10 @@ def torch_runs(batch: int, frames: int, size: int, repeats: int, compile_model: 
     train_step()
     train_step()
     warm_s = time.perf_counter() - started
-    train_times = _timed(train_step, repeats)
+    train_times = time_calls(train_step, repeats)
     infer()
     infer()
-    infer_times = _timed(infer, repeats)
+    infer_times = time_calls(infer, repeats)
     return {"compile": compile_model, "device": device, "warm_up_s": round(warm_s, 1),
             "train_clips_per_s": batch / statistics.median(train_times),
             "inference_clips_per_s": batch / statistics.median(infer_times)}
@@ -139,7 +130,7 @@ def flow_throughput(height: int, width: int, pairs: int, repeats: int) -> dict:
     first = jnp.asarray(frames[:-1])
     second = jnp.asarray(frames[1:])
     jax.block_until_ready(flow.tvl1_pairs(first, second))  # compile (OpenCV's defaults)
-    times = _timed(lambda: jax.block_until_ready(flow.tvl1_pairs(first, second)), repeats)
+    times = time_calls(lambda: jax.block_until_ready(flow.tvl1_pairs(first, second)), repeats)
     return {"size_hw": [height, width], "pairs": pairs,
             "pairs_per_s": pairs / statistics.median(times)}
 

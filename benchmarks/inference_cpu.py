@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.machine import available_cores, cpu_model  # noqa: E402
+from benchmarks.machine import available_cores, cpu_model, time_calls  # noqa: E402
 
 DEFAULT_REFERENCE_DIR = REPO.parent / "shared" / "reference"
 
@@ -61,16 +61,6 @@ def seeded_state_dict(reference_dir: Path, torch_model):
             module.running_var.uniform_(0.5, 1.5)
     state = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
     return state, "torch.manual_seed(0) random init (reference folder not found)"
-
-
-def time_calls(fn, iters: int) -> list[float]:
-    """Seconds per call; fn must block until its result is ready."""
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main(argv=None):

@@ -1,8 +1,9 @@
-"""What a benchmark records about the machine it ran on."""
+"""What a benchmark records about the machine it ran on, and how it times calls."""
 from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 
@@ -40,3 +41,13 @@ def isa() -> list[str]:
 def machine_record() -> dict:
     return {"cpu": cpu_model(), "isa": isa(), "cores_available": available_cores(),
             "platform": platform.platform()}
+
+
+def time_calls(fn, iters: int) -> list[float]:
+    """Seconds per call; fn must block until its result is ready."""
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times

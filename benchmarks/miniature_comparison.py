@@ -80,11 +80,9 @@ def train(workdir: Path, overrides: list[str], cache: Path) -> tuple[dict, float
 
 
 def plot(table: list[dict], path: Path) -> None:
-    import matplotlib
+    from i3d_jax.report import pyplot, save_png
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.8))
     labels = [row["row"] for row in table]
     means = [100 * row["mean"] for row in table]
@@ -99,10 +97,7 @@ def plot(table: list[dict], path: Path) -> None:
     ax.set_title("synthetic_motion: classes defined by motion alone")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    from i3d_jax.atomic_file import write_atomically
-
-    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:

@@ -31,6 +31,6 @@ def get_config(arg: str | None = None):
                             stream=("rgb", "flow", "rgb+flow"), split=("1", "2", "3"),
                             mode=("full", "last_layer"))
     config = default_config(lock=False)
-    finetune_recipe(config, variant["dataset"], variant)
+    finetune_recipe(config, variant)
     config.lock()
     return config

@@ -32,7 +32,7 @@ whole video (250 frames), centre crop.
 """
 from __future__ import annotations
 
-from i3d_jax.configs import kinetics400_config, parse_variant
+from i3d_jax.configs import i3d_stream_values, kinetics400_config, parse_variant
 
 INFLATED = {"rgb": "runs/imagenet/i3d_rgb", "flow": "runs/imagenet/i3d_flow",
             "rgb+flow": "inception_v1:tf-slim:runs/imagenet/inception_v1.ckpt"}
@@ -44,9 +44,6 @@ def get_config(arg: str | None = None):
     stream = variant["stream"]
     return kinetics400_config(variant, {
         "dataset": "kinetics/400" if stream == "rgb" else "kinetics/400_flow",
-        "model.architecture": "two_stream_i3d" if stream == "rgb+flow" else "i3d",
-        "input.streams": {"rgb": "rgb", "flow": "flow", "rgb+flow": "rgb,flow"}[stream],
-        "input.rgb.num_frames": 64, "input.flow.num_frames": 64,
-        "loss.endpoints": "rgb_logits,flow_logits" if stream == "rgb+flow" else "",
+        **i3d_stream_values(stream),
         "init_from": INFLATED[stream] if variant["init"] == "imagenet" else "",
     })

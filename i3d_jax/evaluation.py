@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from i3d_jax.train import EvalPredictions, classification_metrics
+from i3d_jax.train import EvalPredictions, prediction_metrics
 
 
 def fuse(runs: list[EvalPredictions], names: list[str]) -> EvalPredictions:
@@ -60,10 +60,10 @@ def per_class_accuracy(confusion: np.ndarray, class_names: list[str]) -> dict:
 
 
 def report(predictions: EvalPredictions, class_names: list[str]) -> tuple[dict, np.ndarray]:
-    """(metrics with per_class_accuracy, confusion matrix) of the fused logits."""
+    """(metrics, each stream's too, with per_class_accuracy; the confusion matrix) of the
+    logits."""
     num_classes = len(class_names)
-    metrics = classification_metrics(predictions.logits["logits"], predictions.labels,
-                                     num_classes)
+    metrics = prediction_metrics(predictions, num_classes)
     confusion = confusion_matrix(predictions.logits["logits"], predictions.labels, num_classes)
     metrics["per_class_accuracy"] = per_class_accuracy(confusion, class_names)
     return metrics, confusion
@@ -71,13 +71,9 @@ def report(predictions: EvalPredictions, class_names: list[str]) -> tuple[dict, 
 
 def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path, title: str) -> Path:
     """The row-normalised confusion matrix as a PNG, written whole or not at all."""
-    import matplotlib
+    from i3d_jax.report import pyplot, save_png
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from i3d_jax.atomic_file import write_atomically
-
+    plt = pyplot()
     totals = confusion.sum(axis=1, keepdims=True)
     rates = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
     n = len(class_names)
@@ -92,8 +88,4 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path, ti
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

@@ -60,13 +60,28 @@ def markdown_table(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(runs: dict[str, list[dict]], path) -> Path:
-    """Loss and accuracy against step, train (lines) and eval (markers), one colour a run."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: files only, no display needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    return plt
+
+
+def save_png(fig, path) -> Path:
+    """`fig` as a PNG at `path`, written whole or not at all; the figure is closed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    pyplot().close(fig)
+    return path
+
+
+def plot_curves(runs: dict[str, list[dict]], path) -> Path:
+    """Loss and accuracy against step, train (lines) and eval (markers), one colour a run."""
+    plt = pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
     for index, (name, rows) in enumerate(runs.items()):
         colour = f"C{index % 10}"
@@ -89,9 +104,7 @@ def plot_curves(runs: dict[str, list[dict]], path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def run_names(workdirs) -> list[str]:

@@ -691,15 +691,13 @@ def predict_eval_split(run: Run, state_or_variables) -> EvalPredictions:
     step_fn = _jitted_eval_step(run)
     parts = []
     for batch in DatasetIterator(ds):
-        keys = _video_keys(batch["video_id"])
-        arrays = sharding.global_batch({k: v for k, v in batch.items() if k != "video_id"},
+        local = {k: v for k, v in batch.items() if k != "video_id"}
+        arrays = sharding.global_batch({**local, "key": _video_keys(batch["video_id"])},
                                        run.mesh)
         outputs = step_fn(params, batch_stats, arrays)
         # Labels, masks and ids from the global arrays too: gathered in the logits' order.
-        local_keys = sharding.global_batch({"key": keys}, run.mesh)["key"]
         parts.append(multihost_utils.process_allgather(
-            {**outputs, "label": arrays["label"], "mask": arrays["mask"], "key": local_keys},
-            tiled=True))
+            {**outputs, **{k: arrays[k] for k in ("label", "mask", "key")}}, tiled=True))
     mask = np.concatenate([p["mask"] for p in parts]).astype(bool)
     joined = {k: np.concatenate([p[k] for p in parts])[mask] for k in parts[0] if k != "mask"}
     return EvalPredictions(
@@ -720,18 +718,22 @@ def prediction_metrics(predictions: EvalPredictions, num_classes: int) -> dict:
     return metrics
 
 
+def stream_top1_text(metrics: dict) -> str:
+    """"  rgb top-1 0.9000  flow top-1 0.8000" for the streams `metrics` scores ("" if none)."""
+    return "".join(f"  {s} top-1 {metrics[f'{s}_top1']:.4f}" for s in ("rgb", "flow")
+                   if f"{s}_top1" in metrics)
+
+
 def evaluate(run: Run, state_or_variables, *, log_progress: bool = True) -> dict:
     """top-1, top-5, mean class accuracy over the config's eval split."""
     started = time.time()
     metrics = prediction_metrics(predict_eval_split(run, state_or_variables),
                                  run.metadata.num_classes)
     if log_progress:
-        streams = "".join(f"  {s} top-1 {metrics[f'{s}_top1']:.4f}" for s in ("rgb", "flow")
-                          if f"{s}_top1" in metrics)
         logging.info("eval on %s: top-1 %.4f  top-5 %.4f  mean class %.4f%s  (%d videos, "
                      "%.1f s)", run.config.eval_split, metrics["top1"], metrics["top5"],
-                     metrics["mean_class_accuracy"], streams, metrics["num_examples"],
-                     time.time() - started)
+                     metrics["mean_class_accuracy"], stream_top1_text(metrics),
+                     metrics["num_examples"], time.time() - started)
     return metrics
 
 

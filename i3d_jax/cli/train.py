@@ -192,7 +192,8 @@ def run_eval(args) -> int:
 
     def main():
         from i3d_jax import evaluation
-        from i3d_jax.train import load_run_for_eval, predict_eval_split, prediction_metrics
+        from i3d_jax.train import (load_run_for_eval, predict_eval_split, prediction_metrics,
+                                   stream_top1_text)
 
         run, variables, step = load_run_for_eval(flags.FLAGS.config, args.workdir, args.step)
         num_classes = run.metadata.num_classes
@@ -202,18 +203,14 @@ def run_eval(args) -> int:
         if args.fuse:
             runs, names = [predictions], [args.workdir]
             for other in args.fuse:
-                other_run, other_variables, other_step = load_run_for_eval(
+                other_run, other_variables, _ = load_run_for_eval(
                     config_from_json(Path(other) / "config.json"), other)
                 runs.append(predict_eval_split(other_run, other_variables))
                 names.append(other)
             record["runs"] = {name: {"top1": prediction_metrics(r, num_classes)["top1"]}
                               for name, r in zip(names, runs)}
             predictions = evaluation.fuse(runs, names)
-            metrics = {}
-        else:
-            metrics = prediction_metrics(predictions, num_classes)
-        summary, confusion = evaluation.report(predictions, class_names)
-        metrics = {**summary, **metrics}
+        metrics, confusion = evaluation.report(predictions, class_names)
         suffix = "_fused" if args.fuse else ""
         png = evaluation.plot_confusion(
             confusion, class_names, Path(args.workdir) / "eval" / f"confusion_step{step}{suffix}.png",
@@ -223,11 +220,9 @@ def run_eval(args) -> int:
         if args.json:
             print(json.dumps(record), flush=True)
         else:
-            streams = "".join(f"  {s} top-1 {metrics[f'{s}_top1']:.4f}" for s in ("rgb", "flow")
-                              if f"{s}_top1" in metrics)
             print(f"step {step}{' fused' if args.fuse else ''}: top-1 {metrics['top1']:.4f}  "
                   f"top-5 {metrics['top5']:.4f}  mean class accuracy "
-                  f"{metrics['mean_class_accuracy']:.4f}{streams}  "
+                  f"{metrics['mean_class_accuracy']:.4f}{stream_top1_text(metrics)}  "
                   f"({metrics['num_examples']} videos)")
             worst = sorted(metrics["per_class_accuracy"].items(), key=lambda kv: kv[1])[:5]
             print("lowest per-class accuracy: "
