@@ -74,7 +74,7 @@ class Conv3DNet(Architecture):
         for stage, convs in enumerate(CONV_STAGES, start=1):
             for name, channels in convs:
                 x = Unit(self.width(channels), (3, 3, 3), **self.unit_fields(), name=name)(x, train)
-            x = max_pool_same(x, (2, 2, 2), (2, 2, 2))
+            x = max_pool_same(x, (2, 2, 2), (2, 2, 2), self.conv_impl)
             endpoints[f"pool{stage}"] = x
         x = x.reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):

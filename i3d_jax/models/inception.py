@@ -59,7 +59,7 @@ def inception_trunk(x, train: bool, *, rank: int, finish, width_multiplier: floa
     ]
     for name, features, window, strides in stem:
         if features is None:
-            x = max_pool_same(x, window, strides)
+            x = max_pool_same(x, window, strides, conv_impl)
         else:
             x = Unit(scaled_width(features, width_multiplier), window, strides, **unit_fields,
                      name=name)(x, train)
@@ -72,7 +72,7 @@ def inception_trunk(x, train: bool, *, rank: int, finish, width_multiplier: floa
     for block, channels in INCEPTION_CHANNELS.items():
         if block in pools:
             pool_name, window, strides = pools[block]
-            x = max_pool_same(x, window, strides)
+            x = max_pool_same(x, window, strides, conv_impl)
             if finish(pool_name, x):
                 return x, True
         x = InceptionBlock(

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from i3d_jax.models import cpu_ops
+
 BATCH_NORM_DECAY = 0.999
 BATCH_NORM_EPSILON = 1e-3
 
@@ -34,12 +36,13 @@ def scaled_width(channels: int, width_multiplier: float) -> int:
     return max(1, int(round(channels * width_multiplier)))
 
 
-# How 3D convolutions are computed. "native": lax's own 3D convolution.
-# "stacked_taps": `conv3d_as_2d`, the same sums as one 2D convolution, which
-# XLA:CPU runs several times faster. "auto": stacked_taps on the CPU backend,
-# native elsewhere. Being a module field, the choice is part of what jit
-# traces and caches, unlike a global read while tracing.
-CONV_IMPLS = ("auto", "native", "stacked_taps")
+# How convolutions are computed. "native": lax's own convolution.
+# "stacked_taps": `conv3d_as_2d`, a 3D convolution as one 2D convolution
+# over its temporal taps (lax's gradients of that). "cpu": `cpu_ops`, the
+# forms XLA:CPU runs fast, forward and gradients, 2D and 3D. "auto": "cpu" on
+# the CPU backend, native elsewhere. Being a module field, the choice is part
+# of what jit traces and caches, unlike a global read while tracing.
+CONV_IMPLS = ("auto", "native", "stacked_taps", "cpu")
 
 
 def check_conv_impl(conv_impl: str) -> None:
@@ -47,17 +50,25 @@ def check_conv_impl(conv_impl: str) -> None:
         raise ValueError(f"conv_impl {conv_impl!r} is not one of {CONV_IMPLS}")
 
 
+def resolve_conv_impl(conv_impl: str) -> str:
+    """What `conv_impl` means here: "auto" becomes "cpu" or "native"."""
+    check_conv_impl(conv_impl)
+    if conv_impl != "auto":
+        return conv_impl
+    # The default backend is fixed for the life of the process, so jit's
+    # cache cannot hold a trace made for another one.
+    return "cpu" if jax.default_backend() == "cpu" else "native"
+
+
 def conv_general_dilated_for(conv_impl: str, rank: int):
     """The `conv_general_dilated` for nn.Conv of kernel rank `rank`; None is
     flax's default, lax.conv_general_dilated."""
-    check_conv_impl(conv_impl)
-    if rank != 3:
-        return None
-    if conv_impl == "auto":
-        # The default backend is fixed for the life of the process, so jit's
-        # cache cannot hold a trace made for another one.
-        conv_impl = "stacked_taps" if jax.default_backend() == "cpu" else "native"
-    return conv3d_as_2d if conv_impl == "stacked_taps" else None
+    conv_impl = resolve_conv_impl(conv_impl)
+    if conv_impl == "cpu":
+        return cpu_ops.conv_general_dilated
+    if conv_impl == "stacked_taps" and rank == 3:
+        return conv3d_as_2d
+    return None
 
 
 _NDHWC = ("NDHWC", "DHWIO", "NDHWC")
@@ -160,18 +171,22 @@ class Unit(nn.Module):
         return x
 
 
-def max_pool_same(x, window: Sequence[int], strides: Sequence[int]):
-    """TF SAME max-pool (reduce_window pads with -inf, as TF does).
+def max_pool_same(x, window: Sequence[int], strides: Sequence[int], conv_impl: str = "auto"):
+    """TF SAME max-pool (padding counts as -inf, as in TF).
 
     A 3D pool runs as a temporal pool then a spatial one: the same maximum
     over the same window, exactly, and 2-4x faster on XLA:CPU than one 3D
-    reduce_window.
+    reduce_window. With `conv_impl` "cpu" (what "auto" is on the CPU
+    backend) the gradient is `cpu_ops.max_pool_same`'s: lax's values, XLA:CPU's
+    fast operations.
     """
     window, strides = tuple(window), tuple(strides)
+    pool = (cpu_ops.max_pool_same if resolve_conv_impl(conv_impl) == "cpu"
+            else lambda x, window, strides: nn.max_pool(x, window, strides=strides, padding="SAME"))
     if len(window) == 3 and (window[0], strides[0]) != (1, 1):
-        x = nn.max_pool(x, (window[0], 1, 1), strides=(strides[0], 1, 1), padding="SAME")
+        x = pool(x, (window[0], 1, 1), (strides[0], 1, 1))
         window, strides = (1, *window[1:]), (1, *strides[1:])
-    return nn.max_pool(x, window, strides=strides, padding="SAME")
+    return pool(x, window, strides)
 
 
 # Names of the six units of a block, matching DeepMind's variable scopes
@@ -224,7 +239,7 @@ class InceptionBlock(nn.Module):
         branch_1 = unit(b1b, threes, name=names[2])(branch_1, train)
         branch_2 = unit(b2a, ones, name=names[3])(x, train)
         branch_2 = unit(b2b, threes, name=names[4])(branch_2, train)
-        branch_3 = max_pool_same(x, threes, ones)
+        branch_3 = max_pool_same(x, threes, ones, self.conv_impl)
         branch_3 = unit(b3, ones, name=names[5])(branch_3, train)
         return jnp.concatenate([branch_0, branch_1, branch_2, branch_3], axis=-1)
 

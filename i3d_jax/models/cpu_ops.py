@@ -1,0 +1,195 @@
+"""Channels-last SAME convolutions, 2D and 3D, in the forms XLA:CPU runs fast.
+
+The same sums as `lax.conv_general_dilated` in another order (results agree
+to float32 rounding); what differs is which XLA:CPU kernels compute them:
+
+- forward: a 3D convolution as one 2D convolution over the temporal taps
+  stacked on the channel axis (XLA:CPU's 3D convolutions are several times
+  slower than its 2D ones); a 1x1x1 convolution as one matrix product;
+- kernel gradient: one matrix product per group of taps, contracting the
+  shifted input with the output gradient over batch, time and space
+  (lax's transposed convolution for it is 2-3 times slower on XLA:CPU);
+- input gradient of a stride-1 convolution: the forward form above on the
+  output gradient with the kernel flipped (the transposed convolution).
+
+`jax.custom_vjp` holds the gradients; everything stays differentiable once
+(train steps), not twice. GPUs and TPUs keep lax's native convolution: the
+choice is `conv_impl` in `layers.py`.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# A group of kernel taps whose matrix product has fewer input channels than
+# this is widened by the taps along the width axis: matrix products this
+# thin run far below the CPU's peak (measured on I3D's layers).
+_NARROW_CHANNELS = 128
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF SAME: ceil(size / stride) outputs, the odd padded pixel at the end."""
+    outputs = -(-size // stride)
+    total = max((outputs - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _padded_conv(x, w, strides, pads):
+    """x [N, T, H, W, C] * w [kt, kh, kw, C, F] with explicit `pads` ((lo, hi) per
+    axis), in XLA:CPU's fast forms (no custom gradient)."""
+    taps, height, width, channels, features = w.shape
+    if (taps, height, width) == (1, 1, 1) and tuple(strides) == (1, 1, 1) and not any(
+            lo or hi for lo, hi in pads):
+        return lax.dot_general(x, w.reshape(channels, features), (((4,), (0,)), ((), ())))
+    stride = strides[0]
+    x = jnp.pad(x, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
+    out_frames = (x.shape[1] - taps) // stride + 1
+    if taps == 1:
+        stacked = lax.slice_in_dim(x, 0, (out_frames - 1) * stride + 1, stride, axis=1)
+    else:
+        stacked = jnp.concatenate(
+            [lax.slice_in_dim(x, t, t + (out_frames - 1) * stride + 1, stride, axis=1)
+             for t in range(taps)], axis=-1)
+    batch = stacked.shape[0]
+    stacked = stacked.reshape(batch * out_frames, *stacked.shape[2:])
+    kernel = jnp.transpose(w, (1, 2, 0, 3, 4)).reshape(height, width, taps * channels, features)
+    out = lax.conv_general_dilated(
+        stacked, kernel, tuple(strides[1:]), tuple(pads[1:]),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return out.reshape(batch, out_frames, *out.shape[1:])
+
+
+def _same_pads(shape, kernel, strides):
+    return tuple(same_padding(size, k, s) for size, k, s in zip(shape, kernel, strides))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv3d_same(x, w, strides):
+    """TF SAME convolution of x [N, T, H, W, C] with w [kt, kh, kw, C, F]."""
+    return _padded_conv(x, w, strides, _same_pads(x.shape[1:4], w.shape[:3], strides))
+
+
+def _conv3d_same_forward(x, w, strides):
+    return conv3d_same(x, w, strides), (x, w)
+
+
+def _input_gradient(x, w, strides, pads, dy):
+    if any(s != 1 for s in strides):
+        # Only the first layers are strided, and their input is the clip,
+        # whose gradient a train step never asks for: lax's transpose.
+        return jax.vjp(lambda x: _padded_conv(x, w, strides, pads), x)[1](dy)[0]
+    flipped = jnp.swapaxes(jnp.flip(w, axis=(0, 1, 2)), 3, 4)
+    transposed_pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(w.shape[:3], pads))
+    return _padded_conv(dy, flipped, strides, transposed_pads).astype(x.dtype)
+
+
+def _kernel_gradient(x, w, strides, pads, dy):
+    """dw[a, b, c] = sum over (n, t, h, w) of x_pad[n, t s + a, h s + b, w s + c] dy[n, t, h, w]."""
+    taps, height, width, channels, features = w.shape
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    out_shape = dy.shape[1:4]
+
+    def shifted(offsets):
+        start = (0, *offsets, 0)
+        limit = (x.shape[0], *(o + (n - 1) * s + 1 for o, n, s in zip(offsets, out_shape, strides)),
+                 channels)
+        return lax.slice(x, start, limit, (1, *strides, 1))
+
+    group = width if channels < _NARROW_CHANNELS else 1
+    contract = (((0, 1, 2, 3), (0, 1, 2, 3)), ((), ()))
+    rows = []
+    for a in range(taps):
+        for b in range(height):
+            for c0 in range(0, width, group):
+                columns = [shifted((a, b, c)) for c in range(c0, c0 + group)]
+                lhs = columns[0] if group == 1 else jnp.concatenate(columns, axis=-1)
+                product = lax.dot_general(lhs, dy, contract, preferred_element_type=jnp.float32)
+                rows.append(product.reshape(group, channels, features))
+    return jnp.concatenate(rows).reshape(w.shape).astype(w.dtype)
+
+
+def _conv3d_same_backward(strides, residuals, dy):
+    x, w = residuals
+    pads = _same_pads(x.shape[1:4], w.shape[:3], strides)
+    return (_input_gradient(x, w, strides, pads, dy), _kernel_gradient(x, w, strides, pads, dy))
+
+
+conv3d_same.defvjp(_conv3d_same_forward, _conv3d_same_backward)
+
+_CHANNELS_LAST = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None,
+                         **kwargs):
+    """`lax.conv_general_dilated`, channels-last SAME 2D and 3D convolutions
+    through `conv3d_same` (a 2D one as a 3D one of one frame); anything else
+    goes to lax unchanged."""
+    rank = lhs.ndim - 2
+    plain = (
+        rank in _CHANNELS_LAST
+        and padding == "SAME"
+        and not any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+        and feature_group_count == 1
+        and precision is None
+        and not kwargs
+        and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                                            _CHANNELS_LAST[rank])
+    )
+    if not plain:
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count, precision=precision, **kwargs)
+    if rank == 2:
+        return conv3d_same(lhs[:, None], rhs[None], (1, *window_strides))[:, 0]
+    return conv3d_same(lhs, rhs, tuple(window_strides))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def max_pool_same(x, window: tuple[int, ...], strides: tuple[int, ...]):
+    """TF SAME max-pool of x [N, *spatial, C] (padding counts as -inf), with the
+    gradient lax gives it (the first maximum of each window in row-major
+    order takes the window's gradient) computed as masked shifted sums:
+    XLA:CPU's select-and-scatter and the index bookkeeping of lax's
+    reduce-window gradient cost 5-10 times the pool itself."""
+    pads = ((0, 0), *(same_padding(n, k, s) for n, k, s in zip(x.shape[1:-1], window, strides)),
+            (0, 0))
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), pads)
+
+
+def _max_pool_forward(x, window, strides):
+    y = max_pool_same(x, window, strides)
+    return y, (x, y)
+
+
+def _max_pool_backward(window, strides, residuals, dy):
+    x, y = residuals
+    pads = [same_padding(n, k, s) for n, k, s in zip(x.shape[1:-1], window, strides)]
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+    out_shape = y.shape[1:-1]
+    taken = jnp.zeros(y.shape, bool)
+    dx = jnp.zeros(padded.shape, dy.dtype)
+    for offsets in itertools.product(*(range(k) for k in window)):
+        limit = tuple(o + (n - 1) * s + 1 for o, n, s in zip(offsets, out_shape, strides))
+        tap = lax.slice(padded, (0, *offsets, 0), (x.shape[0], *limit, x.shape[-1]),
+                        (1, *strides, 1))
+        first = (tap == y) & ~taken
+        taken = taken | first
+        # The tap's share back at its input positions: interior padding spreads
+        # a strided window's outputs, edge padding shifts them into place.
+        placed = lax.pad(jnp.where(first, dy, 0).astype(dy.dtype), jnp.zeros((), dy.dtype),
+                         ((0, 0, 0),
+                          *((o, size - l, s - 1) for o, l, size, s in
+                            zip(offsets, limit, padded.shape[1:-1], strides)),
+                          (0, 0, 0)))
+        dx = dx + placed
+    inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, x.shape[1:-1]))
+    return (dx[(slice(None), *inner, slice(None))],)
+
+
+max_pool_same.defvjp(_max_pool_forward, _max_pool_backward)
