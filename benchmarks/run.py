@@ -1,0 +1,499 @@
+"""CPU speed of every architecture, this project (JAX) against the same network
+in PyTorch (eager and torch.compile), measured side by side in one run.
+
+    python -m benchmarks.run [--arch all] [--what train,inference] [--json FILE]
+
+For each architecture, at the paper's training input (one clip a call; two
+for the 3D-ConvNet, see --batch):
+clips/s of inference and of a train step (SGD with momentum, BatchNorm on
+batch statistics, cross-entropy on the logits), ours and each PyTorch
+variant, the ratio pair by pair, compile time, peak resident memory, FLOPs
+per step (XLA's cost analysis of lax's native convolutions: what the
+network computes, not our CPU rewrite's extra padding taps) and the share
+of the CPU's peak those FLOPs reach, with the CPU model and ISA. Float32.
+
+Before anything is timed, the PyTorch network (`benchmarks/torch_models.py`)
+is given our weights (random, BatchNorm statistics included) and must give
+our logits on the benchmark's input to 1e-4 of their scale; a mismatch stops
+the run. Each framework then runs in its own process (so peak memory is its
+own), with every core: XLA's CPU client uses all of them, PyTorch is set to
+as many intra-op threads.
+
+The CPU's peak: cores x clock (the first `cpu MHz` of /proc/cpuinfo) x
+FP32 FLOPs per cycle per core: 64 where the CPU has AVX-512 (two 512-bit
+FMA units, as Zen 5 and Intel's server cores), else 32 (two 256-bit FMA
+pipes, Zen 2-3); `--flops-per-cycle` for others (Zen 4 does AVX-512 in two
+256-bit halves: 32).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.machine import available_cores, machine_record, time_calls  # noqa: E402
+
+ARCHITECTURES = ("i3d", "convnet_lstm", "conv3d", "two_stream", "two_stream_fused",
+                 "two_stream_i3d")
+PEERS = ("torch_eager", "torch_compile")
+NUM_CLASSES = 400
+# Architectures whose PyTorch version runs 3D convolutions: channels-last-3d
+# is oneDNN's fast layout for those; the 2D trunks get NCDHW clips and
+# reshape them to images per frame.
+CHANNELS_LAST_3D = ("i3d", "conv3d", "two_stream_i3d")
+
+
+def batch_for(arch: str, batch: int | None) -> int:
+    return batch if batch is not None else (2 if arch == "conv3d" else 1)
+
+
+def input_shapes(arch: str, batch: int) -> dict:
+    """{stream: [B, T, H, W, C]} at the paper's training input."""
+    from i3d_jax.models import PAPER_TRAIN_INPUTS
+
+    shapes = PAPER_TRAIN_INPUTS[arch]
+    if not isinstance(shapes, dict):
+        shapes = {"rgb": shapes}
+    return {stream: (batch, *shape) for stream, shape in shapes.items()}
+
+
+def model_fields(arch: str, shapes: dict) -> dict:
+    return {"clip_shape": shapes["rgb"][1:4]} if arch == "conv3d" else {}
+
+
+def example_inputs(shapes: dict, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {s: rng.uniform(-1, 1, shape).astype(np.float32) for s, shape in shapes.items()}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def cpu_peak_gflops(flops_per_cycle: int) -> tuple[float, str]:
+    mhz = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                mhz = float(line.split(":", 1)[1])
+                break
+    except OSError:
+        pass
+    if mhz is None:
+        return float("nan"), "clock unknown"
+    cores = available_cores()
+    return (cores * mhz * 1e6 * flops_per_cycle / 1e9,
+            f"{cores} cores x {mhz:.0f} MHz x {flops_per_cycle} FP32 FLOP/cycle")
+
+
+# --- ours ---------------------------------------------------------------------------------
+
+def _jax_model(arch, shapes, conv_impl="auto", width_multiplier=1.0):
+    from i3d_jax.models import build_model
+
+    return build_model(arch, num_classes=NUM_CLASSES, conv_impl=conv_impl,
+                       width_multiplier=width_multiplier, **model_fields(arch, shapes))
+
+
+def _jax_inputs(arrays):
+    return arrays if len(arrays) > 1 else arrays["rgb"]
+
+
+def _cost_flops(lowered) -> float:
+    cost = lowered.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def jax_worker(arch: str, shapes: dict, what: list[str], iters: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from i3d_jax.train import StepFunctions, state_key
+
+    arrays = {s: jnp.asarray(a) for s, a in example_inputs(shapes).items()}
+    batch = next(iter(shapes.values()))[0]
+    labels = jnp.arange(batch) % NUM_CLASSES
+    results = {}
+    mesh = jax.make_mesh((1, 1), ("data", "fsdp"), devices=jax.devices()[:1],
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+    def step_functions(model):
+        schedule = optax.constant_schedule(0.01)
+        return StepFunctions(model=model, optimizer=optax.sgd(schedule, momentum=0.9),
+                             schedule=schedule, stream_names=tuple(shapes), mesh=mesh)
+
+    model = _jax_model(arch, shapes)
+    fns = step_functions(model)
+    state = jax.jit(fns.init)(state_key(0), _jax_inputs({s: a[:1] for s, a in arrays.items()}))
+    if "inference" in what:
+        apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        started = time.perf_counter()
+        compiled = apply.lower(variables, _jax_inputs(arrays)).compile()
+        compile_s = time.perf_counter() - started
+        native = _jax_model(arch, shapes, "native")
+        flops = _cost_flops(jax.jit(lambda v, x: native.apply(v, x, train=False)).lower(
+            variables, _jax_inputs(arrays)))
+        run = lambda: jax.block_until_ready(compiled(variables, _jax_inputs(arrays)))  # noqa: E731
+        run()
+        times = time_calls(run, iters)
+        results["inference"] = {"compile_s": compile_s, "seconds": statistics.median(times),
+                                "flops": flops}
+    if "train" in what:
+        data = {**arrays, "label": labels}
+        started = time.perf_counter()
+        step = jax.jit(fns.train_step, donate_argnums=0).lower(state, data).compile()
+        compile_s = time.perf_counter() - started
+        flops = _cost_flops(jax.jit(step_functions(_jax_model(arch, shapes, "native")).train_step)
+                            .lower(state, data))
+        holder = {"state": state}
+
+        def one():
+            holder["state"], metrics = step(holder["state"], data)
+            jax.block_until_ready(metrics["loss"])
+
+        one()
+        times = time_calls(one, iters)
+        results["train"] = {"compile_s": compile_s, "seconds": statistics.median(times),
+                            "flops": flops}
+    return results
+
+
+# --- PyTorch ------------------------------------------------------------------------------
+
+def _torch_inputs(arch, arrays, torch):
+    tensors = [torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 1))) for a in arrays.values()]
+    if arch in CHANNELS_LAST_3D:
+        tensors = [t.to(memory_format=torch.channels_last_3d) for t in tensors]
+    return tensors
+
+
+def torch_model(arch, shapes, torch, width_multiplier=1.0):
+    from benchmarks import torch_models
+
+    model = torch_models.build(arch, NUM_CLASSES, width_multiplier, **model_fields(arch, shapes))
+    if arch in CHANNELS_LAST_3D:
+        model = model.to(memory_format=torch.channels_last_3d)
+    return model
+
+
+def torch_worker(arch: str, shapes: dict, what: list[str], iters: int, compile_model: bool) -> dict:
+    import torch
+
+    torch.set_num_threads(available_cores())
+    torch.manual_seed(0)
+    model = torch_model(arch, shapes, torch)
+    inputs = _torch_inputs(arch, example_inputs(shapes), torch)
+    batch = inputs[0].shape[0]
+    labels = torch.arange(batch) % NUM_CLASSES
+    forward = torch.compile(model) if compile_model else model
+    results = {}
+    if "inference" in what:
+        model.eval()
+
+        def infer():
+            with torch.no_grad():
+                forward(*inputs)
+
+        started = time.perf_counter()
+        infer()
+        compile_s = time.perf_counter() - started
+        times = time_calls(infer, iters)
+        results["inference"] = {"compile_s": compile_s, "seconds": statistics.median(times)}
+    if "train" in what:
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(forward(*inputs), labels)
+            loss.backward()
+            optimizer.step()
+
+        started = time.perf_counter()
+        step()
+        compile_s = time.perf_counter() - started
+        step()
+        times = time_calls(step, iters)
+        results["train"] = {"compile_s": compile_s, "seconds": statistics.median(times)}
+    return results
+
+
+# --- the check: same weights, same logits -------------------------------------------------
+
+def perturbed_variables(model, arrays, seed: int = 0):
+    """Our variables with noise on every parameter, BatchNorm means in
+    [-0.3, 0.3] and variances in [0.5, 1.5]: a zero-initialised classifier or
+    BatchNorm's initial (0, 1) would hide a wrong mapping."""
+    import jax
+
+    inputs = _jax_inputs({s: a[:1] for s, a in arrays.items()})
+    variables = jax.jit(lambda key: model.init(key, inputs, train=False))(jax.random.key(seed))
+    key = iter(jax.random.split(jax.random.key(seed + 1), 10_000))
+
+    def noisy(path, leaf):
+        name = path[-1].key
+        if name == "var":
+            return jax.random.uniform(next(key), leaf.shape, minval=0.5, maxval=1.5)
+        if name == "mean":
+            return jax.random.uniform(next(key), leaf.shape, minval=-0.3, maxval=0.3)
+        return leaf + 0.05 * jax.random.normal(next(key), leaf.shape)
+
+    return jax.tree_util.tree_map_with_path(noisy, dict(variables))
+
+
+def reference_logits(arch: str, shapes: dict, width_multiplier: float = 1.0):
+    """(variables, inputs, our logits) on perturbed weights, in eval mode."""
+    import jax
+
+    arrays = example_inputs(shapes, seed=1)
+    model = _jax_model(arch, shapes, width_multiplier=width_multiplier)
+    variables = perturbed_variables(model, arrays)
+    logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(
+        variables, _jax_inputs(arrays)))
+    return jax.tree.map(np.asarray, variables), arrays, logits
+
+
+def peer_logits(arch: str, shapes: dict, variables, arrays, width_multiplier: float = 1.0):
+    """The PyTorch network's logits on our `variables` and `arrays`."""
+    import torch
+
+    from benchmarks import torch_models
+
+    peer = torch_model(arch, shapes, torch, width_multiplier).eval()
+    torch_models.load_flax_variables(peer, variables)
+    with torch.no_grad():
+        return peer(*_torch_inputs(arch, arrays, torch)).numpy()
+
+
+def _save_tree(path: Path, tree: dict) -> None:
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, prefix + (key,))
+            else:
+                flat["/".join(prefix + (key,))] = np.asarray(value)
+
+    walk(tree, ())
+    np.savez(path, **flat)
+
+
+def _load_tree(path: Path) -> dict:
+    tree = {}
+    with np.load(path) as data:
+        for name in data.files:
+            node = tree
+            *parents, leaf = name.split("/")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = data[name]
+    return tree
+
+
+def check_peer(arch: str, args, tolerance: float = 1e-4) -> dict:
+    """Ours and the PyTorch network on the same weights and input (batch 1), each
+    in its own process through an .npz; stops the run if they differ."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        exchange = Path(tmp) / "check.npz"
+        for kind in ("jax_reference", "torch_check"):
+            command = [sys.executable, "-m", "benchmarks.run", "--worker", kind, "--arch", arch,
+                       "--exchange", str(exchange)]
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                                  timeout=args.worker_timeout, env=worker_env())
+            if done.returncode != 0:
+                raise SystemExit(f"{arch}: the output check ({kind}) failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not result["max_abs_difference"] <= tolerance * result["logit_scale"]:
+        raise SystemExit(f"{arch}: the PyTorch network's logits differ from ours by "
+                         f"{result['max_abs_difference']:.3g} (scale {result['logit_scale']:.3g}); "
+                         "nothing timed")
+    return result
+
+
+def check_worker(kind: str, arch: str, exchange: Path) -> dict:
+    shapes = input_shapes(arch, 1)
+    if kind == "jax_reference":
+        variables, arrays, logits = reference_logits(arch, shapes)
+        _save_tree(exchange, {"variables": variables, "inputs": arrays, "logits": logits})
+        return {}
+    saved = _load_tree(exchange)
+    theirs = peer_logits(arch, shapes, saved["variables"], saved["inputs"])
+    ours = saved["logits"]
+    return {"max_abs_difference": float(np.abs(ours - theirs).max()),
+            "logit_scale": float(np.abs(ours).max())}
+
+
+# --- the parent: one process per framework, the table -------------------------------------
+
+# jaxlib 0.10.2's YNNPACK elementwise fusions crash XLA:CPU (a segfault in
+# ynn::max_fp32_x86_avx512f_avx512bw) on the 3D-ConvNet at its paper input on
+# an AVX-512 EPYC; matrix products stay YNNPACK's. Every JAX process of the
+# benchmark gets this, and the JSON records it.
+XLA_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type=dot"
+
+
+def worker_env() -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + XLA_WORKAROUND).strip()
+    return env
+
+
+def run_worker(kind: str, arch: str, args) -> dict:
+    command = [sys.executable, "-m", "benchmarks.run", "--worker", kind, "--arch", arch,
+               "--what", ",".join(args.what), "--iters", str(args.iters),
+               "--batch", str(batch_for(arch, args.batch))]
+    started = time.perf_counter()
+    print(f"[{arch}] {kind} ...", file=sys.stderr, flush=True)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                          timeout=args.worker_timeout, env=worker_env())
+    if done.returncode != 0:
+        error = ((done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        print(f"[{arch}] {kind} failed: {error}", file=sys.stderr, flush=True)
+        return {"error": error}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"[{arch}] {kind} done in {time.perf_counter() - started:.0f} s", file=sys.stderr,
+          flush=True)
+    return result
+
+
+def markdown(rows: list[dict], what: list[str]) -> str:
+    lines = ["| architecture | input (batch) | what | ours clips/s | torch eager | torch.compile | "
+             "ours / eager | ours / compile | ours compile s | ours peak MB | eager peak MB | "
+             "GFLOP/clip | ours % of peak |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        for part in what:
+            ours = row["jax"].get(part, {})
+            cells = []
+            for peer in PEERS:
+                r = row.get(peer, {}).get(part)
+                cells.append(r["clips_per_s"] if r else None)
+            fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
+            ratio = lambda peer: (None if peer is None or "clips_per_s" not in ours  # noqa: E731
+                                  else ours["clips_per_s"] / peer)
+            lines.append(
+                f"| {row['arch']} | {row['input']} ({row['batch']}) | {part} | {fmt(ours.get('clips_per_s'))} | "
+                f"{fmt(cells[0])} | {fmt(cells[1])} | {fmt(ratio(cells[0]), '{:.2f}x')} | "
+                f"{fmt(ratio(cells[1]), '{:.2f}x')} | {fmt(ours.get('compile_s'), '{:.0f}')} | "
+                f"{fmt(row['jax'].get('peak_rss_mb'), '{:.0f}')} | "
+                f"{fmt(row.get('torch_eager', {}).get('peak_rss_mb'), '{:.0f}')} | "
+                f"{fmt(ours.get('gflop_per_clip'), '{:.1f}')} | "
+                f"{fmt(ours.get('percent_of_peak'), '{:.0f}%')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="all", help=f"comma-separated, from {ARCHITECTURES}")
+    parser.add_argument("--what", default="train,inference")
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"from {PEERS}, or none")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="clips per call (default 1; 2 for conv3d, whose fully connected "
+                        "BatchNorm PyTorch refuses to train on one clip)")
+    parser.add_argument("--iters", type=int, default=3, help="timed calls (median) after warm-up")
+    parser.add_argument("--flops-per-cycle", type=int, default=None,
+                        help="FP32 FLOPs per cycle per core (default: 64 with AVX-512, else 32)")
+    parser.add_argument("--worker-timeout", type=int, default=1800)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--worker", choices=("jax", *PEERS, "jax_reference", "torch_check"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--exchange", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.what = [w for w in args.what.split(",") if w]
+    bad = set(args.what) - {"train", "inference"}
+    if bad:
+        parser.error(f"--what: {sorted(bad)} not in train, inference")
+    archs = list(ARCHITECTURES) if args.arch == "all" else args.arch.split(",")
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown:
+        parser.error(f"--arch: unknown {unknown}; known: {', '.join(ARCHITECTURES)}")
+    peers = [] if args.peers == "none" else args.peers.split(",")
+    if set(peers) - set(PEERS):
+        parser.error(f"--peers: {sorted(set(peers) - set(PEERS))} not in {PEERS}")
+
+    if args.worker in ("jax_reference", "torch_check"):
+        print(json.dumps(check_worker(args.worker, archs[0], args.exchange)))
+        return 0
+    if args.worker:
+        shapes = input_shapes(archs[0], batch_for(archs[0], args.batch))
+        if args.worker == "jax":
+            result = jax_worker(archs[0], shapes, args.what, args.iters)
+        else:
+            result = torch_worker(archs[0], shapes, args.what, args.iters,
+                                  args.worker == "torch_compile")
+        result["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(result))
+        return 0
+
+    if args.flops_per_cycle is None:
+        from benchmarks.machine import isa
+
+        args.flops_per_cycle = 64 if "avx512f" in isa() else 32
+    peak, peak_how = cpu_peak_gflops(args.flops_per_cycle)
+    record = {"command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
+              "machine": machine_record(), "cpu_peak_gflops": peak, "cpu_peak": peak_how,
+              "dtype": "float32", "batch": args.batch, "xla_flags_added": XLA_WORKAROUND,
+              "rows": []}
+    from importlib import metadata
+
+    try:
+        record["versions"] = {name: metadata.version(name) for name in ("jax", "torch")}
+    except metadata.PackageNotFoundError as error:
+        raise SystemExit(f"benchmarks.run needs jax and torch installed: {error}")
+    for arch in archs:
+        batch = batch_for(arch, args.batch)
+        shapes = input_shapes(arch, batch)
+        row = {"batch": batch, "arch": arch, "input": " + ".join(
+            f"{s} {'x'.join(map(str, shape[1:4]))}" for s, shape in shapes.items()),
+            "check": check_peer(arch, args)}
+        print(f"[{arch}] PyTorch peer agrees: {row['check']}", file=sys.stderr, flush=True)
+        for kind in ("jax", *peers):
+            result = run_worker(kind, arch, args)
+            for part in args.what:
+                if part in result:
+                    r = result[part]
+                    r["clips_per_s"] = batch / r["seconds"]
+                    if "flops" in r:
+                        r["gflop_per_clip"] = r["flops"] / batch / 1e9
+                        r["percent_of_peak"] = 100 * r["flops"] / r["seconds"] / 1e9 / peak
+            row[kind] = result
+        record["rows"].append(row)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.json.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, args.json)
+    table = markdown(record["rows"], args.what)
+    record["table"] = table
+    if args.json:
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, args.json)
+    m = record["machine"]
+    print(f"{m['cpu']} ({', '.join(m['isa'])}), {m['cores_available']} cores; peak "
+          f"{peak:.0f} GFLOP/s ({peak_how}); float32; "
+          f"jax {record['versions']['jax']}, torch {record['versions']['torch']}")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
