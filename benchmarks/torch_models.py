@@ -321,6 +321,8 @@ def _torch_path(model: nn.Module, path) -> str:
                     module, names = holder[index][part], names + [container, str(index), part]
                     break
         else:
+            if not isinstance(getattr(module, part, None), nn.Module):
+                return None
             module, names = getattr(module, part), names + [part]
     return ".".join(names)
 
@@ -339,6 +341,9 @@ def load_flax_variables(model: nn.Module, variables) -> None:
                 continue
             *modules, leaf = path
             prefix = _torch_path(model, modules)
+            if prefix is None or leaf not in _LEAVES:  # no such torch module: named below
+                new["/".join(path)] = value
+                continue
             key = f"{prefix}.{_LEAVES[leaf]}"
             if leaf == "kernel":
                 value = value.T if value.ndim == 2 else _conv_weight(value)

@@ -101,11 +101,11 @@ def test_conv_impl_reaches_every_3d_conv_and_every_batch_norm_has_tf_constants(a
         impl: _convs_3d(
             jax.jit(lambda v, x, model=_tiny(arch, conv_impl=impl): model.apply(v, x, train=False))
             .lower(variables, inputs))
-        for impl in ("native", "stacked_taps")
+        for impl in ("native", "stacked_taps", "cpu")
     }
     # Every 3D kernel is one native 3D convolution, and none is left native
     # when the rewrite is asked for (2D architectures have neither).
-    assert counts == {"native": _kernels_3d(variables), "stacked_taps": 0}
+    assert counts == {"native": _kernels_3d(variables), "stacked_taps": 0, "cpu": 0}
     if arch in ("i3d", "conv3d", "two_stream_fused", "two_stream_i3d"):
         assert counts["native"] > 0
 

@@ -1,0 +1,109 @@
+"""The CPU forms of convolution and max-pool (`conv_impl="cpu"`, the default on
+the CPU backend) compute lax's values and lax's gradients: checked here on the
+shapes the architectures use (strided, 1x1x1, narrow and wide channels, 2D
+and 3D) and on a whole train step's gradients."""
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from i3d_jax.models import build_model, cpu_ops
+
+_LAYOUTS = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def _relative(ours, theirs) -> float:
+    return float(jnp.max(jnp.abs(ours - theirs)) / jnp.max(jnp.abs(theirs)))
+
+
+@pytest.mark.parametrize("shape,kernel,strides", [
+    ((2, 9, 11, 10, 3), (7, 7, 7), (2, 2, 2)),      # I3D's first conv: strided, 3 channels
+    ((2, 6, 11, 10, 5), (3, 3, 3), (1, 1, 1)),      # kernel gradient grouped along width
+    ((1, 4, 6, 6, 130), (3, 3, 3), (1, 1, 1)),      # wide: one product per tap
+    ((2, 4, 7, 7, 6), (1, 1, 1), (1, 1, 1)),        # a matrix product
+    ((2, 4, 6, 6, 4), (2, 2, 2), (1, 1, 1)),        # even kernel: SAME pads more at the end
+    ((2, 1, 11, 10, 3), (3, 3, 3), (1, 2, 2)),      # one frame
+    ((2, 11, 10, 3), (7, 7), (2, 2)),               # Inception-v1's first conv
+    ((2, 11, 10, 4), (3, 3), (1, 1)),
+])
+def test_convolution_values_and_gradients_are_lax_s(shape, kernel, strides):
+    rank = len(kernel)
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    w = jax.random.normal(jax.random.PRNGKey(1), (*kernel, shape[-1], 4))
+    numbers = lax.conv_dimension_numbers(x.shape, w.shape, _LAYOUTS[rank])
+    cotangent_key = jax.random.PRNGKey(2)
+
+    def value_and_grads(conv):
+        y, pull = jax.vjp(lambda x, w: conv(x, w, strides, "SAME", dimension_numbers=numbers), x, w)
+        return y, pull(jax.random.normal(cotangent_key, y.shape))
+
+    ours_y, (ours_dx, ours_dw) = jax.jit(lambda: value_and_grads(cpu_ops.conv_general_dilated))()
+    y, (dx, dw) = value_and_grads(lax.conv_general_dilated)
+    assert ours_y.shape == y.shape
+    assert _relative(ours_y, y) < 1e-5
+    assert _relative(ours_dx, dx) < 1e-5
+    assert _relative(ours_dw, dw) < 1e-5
+
+
+def test_other_convolutions_go_to_lax_unchanged():
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, 5, 8, 8, 2))
+    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 2, 4))
+    numbers = lax.conv_dimension_numbers(x.shape, w.shape, _LAYOUTS[3])
+    for padding, dilation in [("VALID", (1, 1, 1)), ("SAME", (2, 1, 1))]:
+        chex.assert_trees_all_equal(
+            cpu_ops.conv_general_dilated(x, w, (1, 1, 1), padding, rhs_dilation=dilation,
+                                         dimension_numbers=numbers),
+            lax.conv_general_dilated(x, w, (1, 1, 1), padding, rhs_dilation=dilation,
+                                     dimension_numbers=numbers))
+
+
+@pytest.mark.parametrize("shape,window,strides", [
+    ((2, 7, 9, 9, 4), (1, 3, 3), (1, 2, 2)),
+    ((2, 7, 9, 9, 4), (3, 1, 1), (2, 1, 1)),
+    ((2, 7, 8, 8, 4), (2, 2, 2), (2, 2, 2)),
+    ((2, 5, 6, 6, 3), (3, 3, 3), (1, 1, 1)),
+    ((2, 9, 10, 3), (3, 3), (2, 2)),
+])
+def test_max_pool_gives_lax_s_values_and_routes_ties_as_lax_does(shape, window, strides):
+    # Values on a grid of halves, and a first clip of zeros where every window
+    # ties: lax gives a window's whole gradient to the first of its maxima.
+    x = jnp.round(jax.random.normal(jax.random.PRNGKey(0), shape) * 2) / 2
+    x = x.at[0].set(0.0)
+    reference = lambda x: nn.max_pool(x, window, strides=strides, padding="SAME")  # noqa: E731
+    y, pull = jax.vjp(reference, x)
+    cotangent = jax.random.normal(jax.random.PRNGKey(1), y.shape)
+    ours_y, ours_pull = jax.vjp(lambda x: cpu_ops.max_pool_same(x, window, strides), x)
+    chex.assert_trees_all_equal(ours_y, y)
+    chex.assert_trees_all_close(jax.jit(ours_pull)(cotangent), pull(cotangent), atol=1e-5)
+    # In the tied clip only the first input of each window gets one (a rule
+    # sharing ties would give one to every input of the window).
+    routed = jax.jit(ours_pull)(jnp.ones_like(y))[0][0]
+    assert int(jnp.sum(routed != 0)) < x[0].size
+
+
+def test_a_train_step_s_gradients_are_the_native_ones():
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 6, 40, 40, 3), minval=-1, maxval=1)
+    labels = jnp.array([1, 3])
+
+    def gradients(conv_impl):
+        model = build_model("i3d", num_classes=5, width_multiplier=1 / 8, conv_impl=conv_impl)
+        variables = model.init(jax.random.PRNGKey(1), x, train=False)
+
+        def loss(params):
+            logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                    x, train=True, mutable=["batch_stats"],
+                                    rngs={"dropout": jax.random.PRNGKey(2)})
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(2), labels])
+
+        return jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+    (ours_loss, ours), (loss, theirs) = gradients("cpu"), gradients("native")
+    np.testing.assert_allclose(ours_loss, loss, rtol=1e-5)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(theirs)):
+        scale = float(jnp.max(jnp.abs(b)))
+        # float32 sums in another order, through the whole network and back:
+        # the first layers' gradients carry ~1e-4 of relative rounding.
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-3 * scale + 1e-7, jax.tree_util.keystr(path)

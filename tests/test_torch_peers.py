@@ -1,0 +1,60 @@
+"""The benchmark's PyTorch networks (`benchmarks/torch_models.py`) compute our
+architectures' function: given our weights (perturbed, BatchNorm statistics
+included) they give our logits, so `benchmarks.run` times the same network
+in both frameworks."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the benchmark's PyTorch peers need torch")
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not in the package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import run, torch_models  # noqa: E402
+
+WIDTH = 1 / 16
+SHAPES = {
+    "i3d": {"rgb": (2, 4, 32, 32, 3)},
+    "convnet_lstm": {"rgb": (2, 3, 32, 32, 3)},
+    "conv3d": {"rgb": (2, 16, 64, 64, 3)},
+    "two_stream": {"rgb": (2, 1, 32, 32, 3), "flow": (2, 10, 32, 32, 2)},
+    "two_stream_fused": {"rgb": (2, 2, 64, 64, 3), "flow": (2, 20, 64, 64, 2)},
+    "two_stream_i3d": {"rgb": (1, 4, 32, 32, 3), "flow": (1, 4, 32, 32, 2)},
+}
+
+
+@pytest.mark.parametrize("arch", run.ARCHITECTURES)
+def test_the_pytorch_network_gives_our_logits(arch):
+    shapes = SHAPES[arch]
+    variables, arrays, ours = run.reference_logits(arch, shapes, WIDTH)
+    theirs = run.peer_logits(arch, shapes, variables, arrays, WIDTH)
+    scale = np.abs(ours).max()
+    np.testing.assert_allclose(theirs, ours, atol=1e-4 * scale, rtol=1e-4)
+    # The logits depend on the clip (not only on the classifier's bias).
+    assert np.abs(ours - ours[::-1]).max() > 1e-2 * scale or ours.shape[0] == 1
+
+
+def test_a_wrongly_mapped_kernel_changes_the_logits():
+    shapes = SHAPES["i3d"]
+    variables, arrays, ours = run.reference_logits("i3d", shapes, WIDTH)
+    kernel = variables["params"]["Mixed_3b"]["Branch_1_Conv3d_0b_3x3"]["conv_3d"]["kernel"]
+    variables["params"]["Mixed_3b"]["Branch_1_Conv3d_0b_3x3"]["conv_3d"]["kernel"] = np.flip(
+        kernel, axis=1).copy()  # a kernel read upside down
+    theirs = run.peer_logits("i3d", shapes, variables, arrays, WIDTH)
+    assert np.abs(theirs - ours).max() > 1e-3 * np.abs(ours).max()
+
+
+def test_a_missing_or_extra_variable_is_named():
+    shapes = SHAPES["conv3d"]
+    variables, _, _ = run.reference_logits("conv3d", shapes, WIDTH)
+    del variables["params"]["fc7"]["dense"]
+    variables["params"]["fc9"] = {"kernel": np.zeros((2, 2), np.float32)}
+    peer = torch_models.build("conv3d", run.NUM_CLASSES, WIDTH, clip_shape=(16, 64, 64))
+    with pytest.raises(KeyError, match=r"fc7\.dense\.weight.*fc9"):
+        torch_models.load_flax_variables(peer, variables)
