@@ -6,7 +6,8 @@ to float32 rounding); what differs is which XLA:CPU kernels compute them:
 - forward: a 3D convolution as one 2D convolution over the temporal taps
   stacked on the channel axis (XLA:CPU's 3D convolutions are several times
   slower than its 2D ones); a 1x1x1 convolution as one matrix product;
-- kernel gradient: one matrix product per group of taps, contracting the
+- kernel gradient: one matrix product per group of taps (where those are not
+  too thin: else lax's), contracting the
   shifted input with the output gradient over batch, time and space
   (lax's transposed convolution for it is 2-3 times slower on XLA:CPU);
 - input gradient of a stride-1 convolution: the forward form above on the
@@ -29,6 +30,16 @@ from jax import lax
 # this is widened by the taps along the width axis: matrix products this
 # thin run far below the CPU's peak (measured on I3D's layers).
 _NARROW_CHANNELS = 128
+# Below this many entries (tap group's channels x output channels) a kernel
+# gradient's matrix products are too thin to beat lax's (measured, see
+# `_conv3d_same_backward`).
+_SMALL_PRODUCT = 2048
+
+
+def _product_width(kernel_shape) -> int:
+    """Entries of one of `_kernel_gradient`'s matrix products."""
+    width, channels, features = kernel_shape[2:]
+    return (width if channels < _NARROW_CHANNELS else 1) * channels * features
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -99,7 +110,8 @@ def _kernel_gradient(x, w, strides, pads, dy):
                  channels)
         return lax.slice(x, start, limit, (1, *strides, 1))
 
-    group = width if channels < _NARROW_CHANNELS else 1
+    group = width if channels < _NARROW_CHANNELS else 1  # as _product_width counts
+    accumulate = jnp.promote_types(x.dtype, jnp.float32)  # bf16 sums in float32
     contract = (((0, 1, 2, 3), (0, 1, 2, 3)), ((), ()))
     rows = []
     for a in range(taps):
@@ -107,7 +119,7 @@ def _kernel_gradient(x, w, strides, pads, dy):
             for c0 in range(0, width, group):
                 columns = [shifted((a, b, c)) for c in range(c0, c0 + group)]
                 lhs = columns[0] if group == 1 else jnp.concatenate(columns, axis=-1)
-                product = lax.dot_general(lhs, dy, contract, preferred_element_type=jnp.float32)
+                product = lax.dot_general(lhs, dy, contract, preferred_element_type=accumulate)
                 rows.append(product.reshape(group, channels, features))
     return jnp.concatenate(rows).reshape(w.shape).astype(w.dtype)
 
@@ -115,7 +127,15 @@ def _kernel_gradient(x, w, strides, pads, dy):
 def _conv3d_same_backward(strides, residuals, dy):
     x, w = residuals
     pads = _same_pads(x.shape[1:4], w.shape[:3], strides)
-    return (_input_gradient(x, w, strides, pads, dy), _kernel_gradient(x, w, strides, pads, dy))
+    if _product_width(w.shape) < _SMALL_PRODUCT:
+        # Thin products re-read the output gradient once per tap group for
+        # little arithmetic: lax's transposed convolution of the stacked form
+        # is faster there (the quarter-width I3D of the main job: 297 -> 229
+        # ms a step; I3D's first conv at full width too).
+        dw = jax.vjp(lambda w: _padded_conv(x, w, strides, pads), w)[1](dy)[0]
+    else:
+        dw = _kernel_gradient(x, w, strides, pads, dy)
+    return _input_gradient(x, w, strides, pads, dy), dw
 
 
 conv3d_same.defvjp(_conv3d_same_forward, _conv3d_same_backward)
