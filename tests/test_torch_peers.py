@@ -29,10 +29,26 @@ SHAPES = {
 }
 
 
+_REFERENCES = {}
+
+
+def reference(arch):
+    """(variables, inputs, our logits), computed once per architecture (a copy of
+    the variables: tests change them)."""
+    if arch not in _REFERENCES:
+        _REFERENCES[arch] = run.reference_logits(arch, SHAPES[arch], WIDTH)
+    variables, arrays, logits = _REFERENCES[arch]
+    return jax_copy(variables), arrays, logits
+
+
+def jax_copy(tree):  # nested dicts of arrays, copied
+    return {k: jax_copy(v) if isinstance(v, dict) else np.array(v) for k, v in tree.items()}
+
+
 @pytest.mark.parametrize("arch", run.ARCHITECTURES)
 def test_the_pytorch_network_gives_our_logits(arch):
     shapes = SHAPES[arch]
-    variables, arrays, ours = run.reference_logits(arch, shapes, WIDTH)
+    variables, arrays, ours = reference(arch)
     theirs = run.peer_logits(arch, shapes, variables, arrays, WIDTH)
     scale = np.abs(ours).max()
     np.testing.assert_allclose(theirs, ours, atol=1e-4 * scale, rtol=1e-4)
@@ -42,7 +58,7 @@ def test_the_pytorch_network_gives_our_logits(arch):
 
 def test_a_wrongly_mapped_kernel_changes_the_logits():
     shapes = SHAPES["i3d"]
-    variables, arrays, ours = run.reference_logits("i3d", shapes, WIDTH)
+    variables, arrays, ours = reference("i3d")
     kernel = variables["params"]["Mixed_3b"]["Branch_1_Conv3d_0b_3x3"]["conv_3d"]["kernel"]
     variables["params"]["Mixed_3b"]["Branch_1_Conv3d_0b_3x3"]["conv_3d"]["kernel"] = np.flip(
         kernel, axis=1).copy()  # a kernel read upside down
@@ -51,8 +67,7 @@ def test_a_wrongly_mapped_kernel_changes_the_logits():
 
 
 def test_a_missing_or_extra_variable_is_named():
-    shapes = SHAPES["conv3d"]
-    variables, _, _ = run.reference_logits("conv3d", shapes, WIDTH)
+    variables, _, _ = reference("conv3d")
     del variables["params"]["fc7"]["dense"]
     variables["params"]["fc9"] = {"kernel": np.zeros((2, 2), np.float32)}
     peer = torch_models.build("conv3d", run.NUM_CLASSES, WIDTH, clip_shape=(16, 64, 64))

@@ -183,29 +183,36 @@ def max_pool_same(x, window: tuple[int, ...], strides: tuple[int, ...]):
 
 
 def _max_pool_forward(x, window, strides):
-    y = max_pool_same(x, window, strides)
-    return y, (x, y)
+    return max_pool_same(x, window, strides), (x, None)
 
 
 def _max_pool_backward(window, strides, residuals, dy):
-    x, y = residuals
+    x, _ = residuals
     pads = [same_padding(n, k, s) for n, k, s in zip(x.shape[1:-1], window, strides)]
     padded = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-    out_shape = y.shape[1:-1]
-    taken = jnp.zeros(y.shape, bool)
+    out_shape = dy.shape[1:-1]
+    offsets = list(itertools.product(*(range(k) for k in window)))
+    limits = [tuple(o + (n - 1) * s + 1 for o, n, s in zip(offset, out_shape, strides))
+              for offset in offsets]
+    taps = [lax.slice(padded, (0, *offset, 0), (x.shape[0], *limit, x.shape[-1]),
+                      (1, *strides, 1)) for offset, limit in zip(offsets, limits)]
+    # Which tap holds each window's first maximum, by comparing the taps with
+    # each other (a strict > keeps the earliest): never by equality with the
+    # forward's output, which XLA may have computed from a recomputed input.
+    best, first = taps[0], jnp.zeros(dy.shape, jnp.int32)
+    for index, tap in enumerate(taps[1:], start=1):
+        better = tap > best
+        best = jnp.where(better, tap, best)
+        first = jnp.where(better, index, first)
     dx = jnp.zeros(padded.shape, dy.dtype)
-    for offsets in itertools.product(*(range(k) for k in window)):
-        limit = tuple(o + (n - 1) * s + 1 for o, n, s in zip(offsets, out_shape, strides))
-        tap = lax.slice(padded, (0, *offsets, 0), (x.shape[0], *limit, x.shape[-1]),
-                        (1, *strides, 1))
-        first = (tap == y) & ~taken
-        taken = taken | first
+    for index, (offset, limit) in enumerate(zip(offsets, limits)):
         # The tap's share back at its input positions: interior padding spreads
         # a strided window's outputs, edge padding shifts them into place.
-        placed = lax.pad(jnp.where(first, dy, 0).astype(dy.dtype), jnp.zeros((), dy.dtype),
+        placed = lax.pad(jnp.where(first == index, dy, 0).astype(dy.dtype),
+                         jnp.zeros((), dy.dtype),
                          ((0, 0, 0),
                           *((o, size - l, s - 1) for o, l, size, s in
-                            zip(offsets, limit, padded.shape[1:-1], strides)),
+                            zip(offset, limit, padded.shape[1:-1], strides)),
                           (0, 0, 0)))
         dx = dx + placed
     inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, x.shape[1:-1]))
