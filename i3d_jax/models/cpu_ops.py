@@ -49,13 +49,14 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _padded_conv(x, w, strides, pads):
+def _padded_conv(x, w, strides, pads, precision=None):
     """x [N, T, H, W, C] * w [kt, kh, kw, C, F] with explicit `pads` ((lo, hi) per
     axis), in XLA:CPU's fast forms (no custom gradient)."""
     taps, height, width, channels, features = w.shape
     if (taps, height, width) == (1, 1, 1) and tuple(strides) == (1, 1, 1) and not any(
             lo or hi for lo, hi in pads):
-        return lax.dot_general(x, w.reshape(channels, features), (((4,), (0,)), ((), ())))
+        return lax.dot_general(x, w.reshape(channels, features), (((4,), (0,)), ((), ())),
+                               precision=precision)
     stride = strides[0]
     x = jnp.pad(x, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
     out_frames = (x.shape[1] - taps) // stride + 1
@@ -70,12 +71,17 @@ def _padded_conv(x, w, strides, pads):
     kernel = jnp.transpose(w, (1, 2, 0, 3, 4)).reshape(height, width, taps * channels, features)
     out = lax.conv_general_dilated(
         stacked, kernel, tuple(strides[1:]), tuple(pads[1:]),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
     return out.reshape(batch, out_frames, *out.shape[1:])
 
 
 def _same_pads(shape, kernel, strides):
     return tuple(same_padding(size, k, s) for size, k, s in zip(shape, kernel, strides))
+
+
+def stacked_taps_conv(x, w, strides, precision=None):
+    """The forward form alone, differentiated by lax (`conv_impl="stacked_taps"`)."""
+    return _padded_conv(x, w, strides, _same_pads(x.shape[1:4], w.shape[:3], strides), precision)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -143,6 +149,20 @@ conv3d_same.defvjp(_conv3d_same_forward, _conv3d_same_backward)
 _CHANNELS_LAST = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 
 
+def is_plain_same_conv(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                       feature_group_count, kwargs) -> bool:
+    """Whether a `conv_general_dilated` call is a channels-last SAME convolution
+    without dilation or groups: the calls the CPU forms rewrite."""
+    return (
+        lhs.ndim - 2 in _CHANNELS_LAST
+        and padding == "SAME"
+        and not any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+        and feature_group_count == 1
+        and not kwargs
+        and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                                            _CHANNELS_LAST[lhs.ndim - 2]))
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None,
                          **kwargs):
@@ -150,16 +170,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     through `conv3d_same` (a 2D one as a 3D one of one frame); anything else
     goes to lax unchanged."""
     rank = lhs.ndim - 2
-    plain = (
-        rank in _CHANNELS_LAST
-        and padding == "SAME"
-        and not any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-        and feature_group_count == 1
-        and precision is None
-        and not kwargs
-        and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape,
-                                                            _CHANNELS_LAST[rank])
-    )
+    plain = precision is None and is_plain_same_conv(
+        lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+        kwargs)
     if not plain:
         return lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,

@@ -71,9 +71,6 @@ def conv_general_dilated_for(conv_impl: str, rank: int):
     return None
 
 
-_NDHWC = ("NDHWC", "DHWIO", "NDHWC")
-
-
 def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                  dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
     """`lax.conv_general_dilated` for channels-last 3D SAME convolutions, computed
@@ -86,36 +83,14 @@ def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
     FLOPs, so FLOP counts use the native convolution. Anything else goes to
     lax unchanged.
     """
-    plain = (
-        lhs.ndim == 5
-        and padding == "SAME"
-        and not any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-        and feature_group_count == 1
-        and not kwargs
-        and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NDHWC)
-    )
-    if not plain:
+    if lhs.ndim != 5 or not cpu_ops.is_plain_same_conv(
+            lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, kwargs):
         return lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
             dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
             precision=precision, **kwargs)
-    taps, height, width, channels, features = rhs.shape
-    batch, frames = lhs.shape[:2]
-    stride = window_strides[0]
-    out_frames = -(-frames // stride)
-    # TF SAME along time: the extra step of padding goes at the end.
-    total = max((out_frames - 1) * stride + taps - frames, 0)
-    lhs = jnp.pad(lhs, ((0, 0), (total // 2, total - total // 2), (0, 0), (0, 0), (0, 0)))
-    stacked = jnp.concatenate(
-        [lax.slice_in_dim(lhs, t, t + (out_frames - 1) * stride + 1, stride, axis=1) for t in range(taps)],
-        axis=-1,
-    )
-    stacked = stacked.reshape(batch * out_frames, *stacked.shape[2:])
-    kernel = jnp.transpose(rhs, (1, 2, 0, 3, 4)).reshape(height, width, taps * channels, features)
-    out = lax.conv_general_dilated(
-        stacked, kernel, tuple(window_strides[1:]), "SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
-    return out.reshape(batch, out_frames, *out.shape[1:])
+    return cpu_ops.stacked_taps_conv(lhs, rhs, tuple(window_strides), precision)
 
 
 class Unit(nn.Module):
