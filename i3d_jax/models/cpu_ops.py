@@ -107,24 +107,28 @@ def _input_gradient(x, w, strides, pads, dy):
 def _kernel_gradient(x, w, strides, pads, dy):
     """dw[a, b, c] = sum over (n, t, h, w) of x_pad[n, t s + a, h s + b, w s + c] dy[n, t, h, w]."""
     taps, height, width, channels, features = w.shape
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    # Channels first: each tap group stacks into a [taps x channels,
+    # positions] operand, the layout XLA:CPU's matrix product reads as it is.
+    # Stacked channels-last, every group's operand was transposed again
+    # (0.57 of 3.1 thread-seconds in a 1x64x224x224 I3D step; 0.07 now).
+    x = jnp.transpose(jnp.pad(x, ((0, 0), *pads, (0, 0))), (4, 0, 1, 2, 3))
     out_shape = dy.shape[1:4]
 
     def shifted(offsets):
-        start = (0, *offsets, 0)
-        limit = (x.shape[0], *(o + (n - 1) * s + 1 for o, n, s in zip(offsets, out_shape, strides)),
-                 channels)
-        return lax.slice(x, start, limit, (1, *strides, 1))
+        start = (0, 0, *offsets)
+        limit = (channels, x.shape[1],
+                 *(o + (n - 1) * s + 1 for o, n, s in zip(offsets, out_shape, strides)))
+        return lax.slice(x, start, limit, (1, 1, *strides))
 
     group = width if channels < _NARROW_CHANNELS else 1  # as _product_width counts
     accumulate = jnp.promote_types(x.dtype, jnp.float32)  # bf16 sums in float32
-    contract = (((0, 1, 2, 3), (0, 1, 2, 3)), ((), ()))
+    contract = (((1, 2, 3, 4), (0, 1, 2, 3)), ((), ()))
     rows = []
     for a in range(taps):
         for b in range(height):
             for c0 in range(0, width, group):
                 columns = [shifted((a, b, c)) for c in range(c0, c0 + group)]
-                lhs = columns[0] if group == 1 else jnp.concatenate(columns, axis=-1)
+                lhs = columns[0] if group == 1 else jnp.concatenate(columns, axis=0)
                 product = lax.dot_general(lhs, dy, contract, preferred_element_type=accumulate)
                 rows.append(product.reshape(group, channels, features))
     return jnp.concatenate(rows).reshape(w.shape).astype(w.dtype)
@@ -189,10 +193,21 @@ def max_pool_same(x, window: tuple[int, ...], strides: tuple[int, ...]):
     gradient lax gives it (the first maximum of each window in row-major
     order takes the window's gradient) computed as masked shifted sums:
     XLA:CPU's select-and-scatter and the index bookkeeping of lax's
-    reduce-window gradient cost 5-10 times the pool itself."""
-    pads = ((0, 0), *(same_padding(n, k, s) for n, k, s in zip(x.shape[1:-1], window, strides)),
-            (0, 0))
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), pads)
+    reduce-window gradient cost 5-10 times the pool itself.
+
+    The forward pools one axis at a time: the maximum over a box is the
+    maximum of the maxima along each of its axes, exactly, and XLA:CPU's
+    reduce-window over a whole 3x3 window costs 2-6 times three 1D ones
+    (I3D inference on a 64x224x224 clip: 0.745 -> 0.700 s)."""
+    for axis, (size, k, s) in enumerate(zip(x.shape[1:-1], window, strides), start=1):
+        if (k, s) == (1, 1):
+            continue
+        axis_window, axis_strides = [1] * x.ndim, [1] * x.ndim
+        axis_window[axis], axis_strides[axis] = k, s
+        pads = [(0, 0)] * x.ndim
+        pads[axis] = same_padding(size, k, s)
+        x = lax.reduce_window(x, -jnp.inf, lax.max, axis_window, axis_strides, pads)
+    return x
 
 
 def _max_pool_forward(x, window, strides):
