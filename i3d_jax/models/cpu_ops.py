@@ -187,31 +187,41 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     return conv3d_same(lhs, rhs, tuple(window_strides))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool_same(x, window: tuple[int, ...], strides: tuple[int, ...]):
     """TF SAME max-pool of x [N, *spatial, C] (padding counts as -inf), with the
-    gradient lax gives it (the first maximum of each window in row-major
-    order takes the window's gradient) computed as masked shifted sums:
-    XLA:CPU's select-and-scatter and the index bookkeeping of lax's
-    reduce-window gradient cost 5-10 times the pool itself.
+    gradient lax gives it: the first maximum of each window in row-major
+    order takes the window's gradient.
 
-    The forward pools one axis at a time: the maximum over a box is the
-    maximum of the maxima along each of its axes, exactly, and XLA:CPU's
-    reduce-window over a whole 3x3 window costs 2-6 times three 1D ones
-    (I3D inference on a 64x224x224 clip: 0.745 -> 0.700 s)."""
-    for axis, (size, k, s) in enumerate(zip(x.shape[1:-1], window, strides), start=1):
-        if (k, s) == (1, 1):
+    Pooled one axis at a time, the last axis first, each a `_max_pool_box`:
+    the maximum over a box is the maximum of the maxima along its axes,
+    exactly, and the gradient of the chain goes, axis by axis from the
+    first, to the first maximum along each, which is the box's first
+    maximum in row-major order, ties included. XLA:CPU runs three 1D pools
+    2-6 times faster than one over a 3x3 window (I3D inference on a
+    64x224x224 clip: 0.745 -> 0.700 s), and the gradients cheaper still
+    (3 taps twice instead of 9, or 27 in a 3x3x3 window).
+    """
+    for axis in reversed(range(len(window))):
+        if (window[axis], strides[axis]) == (1, 1):
             continue
-        axis_window, axis_strides = [1] * x.ndim, [1] * x.ndim
-        axis_window[axis], axis_strides[axis] = k, s
-        pads = [(0, 0)] * x.ndim
-        pads[axis] = same_padding(size, k, s)
-        x = lax.reduce_window(x, -jnp.inf, lax.max, axis_window, axis_strides, pads)
+        axis_window, axis_strides = [1] * len(window), [1] * len(window)
+        axis_window[axis], axis_strides[axis] = window[axis], strides[axis]
+        x = _max_pool_box(x, tuple(axis_window), tuple(axis_strides))
     return x
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool_box(x, window: tuple[int, ...], strides: tuple[int, ...]):
+    """One SAME max-pool over a whole window, its gradient as masked shifted
+    sums: XLA:CPU's select-and-scatter and the index bookkeeping of lax's
+    reduce-window gradient cost 5-10 times the pool itself."""
+    pads = ((0, 0), *(same_padding(n, k, s) for n, k, s in zip(x.shape[1:-1], window, strides)),
+            (0, 0))
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), pads)
+
+
 def _max_pool_forward(x, window, strides):
-    return max_pool_same(x, window, strides), (x, None)
+    return _max_pool_box(x, window, strides), (x, None)
 
 
 def _max_pool_backward(window, strides, residuals, dy):
@@ -247,4 +257,4 @@ def _max_pool_backward(window, strides, residuals, dy):
     return (dx[(slice(None), *inner, slice(None))],)
 
 
-max_pool_same.defvjp(_max_pool_forward, _max_pool_backward)
+_max_pool_box.defvjp(_max_pool_forward, _max_pool_backward)
