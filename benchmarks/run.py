@@ -317,7 +317,7 @@ def check_peer(arch: str, args, tolerance: float = 1e-4) -> dict:
             command = [sys.executable, "-m", "benchmarks.run", "--worker", kind, "--arch", arch,
                        "--exchange", str(exchange)]
             done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                                  timeout=args.worker_timeout, env=worker_env())
+                                  timeout=args.worker_timeout, env=worker_env(args))
             if done.returncode != 0:
                 raise SystemExit(f"{arch}: the output check ({kind}) failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -346,13 +346,13 @@ def check_worker(kind: str, arch: str, exchange: Path) -> dict:
 # jaxlib 0.10.2's YNNPACK elementwise fusions crash XLA:CPU (a segfault in
 # ynn::max_fp32_x86_avx512f_avx512bw) on the 3D-ConvNet at its paper input on
 # an AVX-512 EPYC; matrix products stay YNNPACK's. Every JAX process of the
-# benchmark gets this, and the JSON records it.
+# benchmark gets this unless --xla-flags says otherwise, and the JSON records it.
 XLA_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type=dot"
 
 
-def worker_env() -> dict:
+def worker_env(args) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + XLA_WORKAROUND).strip()
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     return env
 
 
@@ -363,7 +363,7 @@ def run_worker(kind: str, arch: str, args) -> dict:
     started = time.perf_counter()
     print(f"[{arch}] {kind} ...", file=sys.stderr, flush=True)
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                          timeout=args.worker_timeout, env=worker_env())
+                          timeout=args.worker_timeout, env=worker_env(args))
     if done.returncode != 0:
         error = ((done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"])[-1]
         print(f"[{arch}] {kind} failed: {error}", file=sys.stderr, flush=True)
@@ -412,6 +412,9 @@ def main(argv=None) -> int:
     parser.add_argument("--flops-per-cycle", type=int, default=None,
                         help="FP32 FLOPs per cycle per core (default: 64 with AVX-512, else 32)")
     parser.add_argument("--worker-timeout", type=int, default=1800)
+    parser.add_argument("--xla-flags", default=XLA_WORKAROUND,
+                        help="added to XLA_FLAGS in every JAX process (default: %(default)s; "
+                             "'' for XLA's defaults)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", choices=("jax", *PEERS, "jax_reference", "torch_check"),
                         help=argparse.SUPPRESS)
@@ -450,7 +453,7 @@ def main(argv=None) -> int:
     peak, peak_how = cpu_peak_gflops(args.flops_per_cycle)
     record = {"command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
               "machine": machine_record(), "cpu_peak_gflops": peak, "cpu_peak": peak_how,
-              "dtype": "float32", "batch": args.batch, "xla_flags_added": XLA_WORKAROUND,
+              "dtype": "float32", "batch": args.batch, "xla_flags_added": args.xla_flags,
               "rows": []}
     from importlib import metadata
 
