@@ -36,10 +36,15 @@ _NARROW_CHANNELS = 128
 _SMALL_PRODUCT = 2048
 
 
+def _taps_per_group(width: int, channels: int) -> int:
+    """How many taps along the width axis one of `_kernel_gradient`'s products stacks."""
+    return width if channels < _NARROW_CHANNELS else 1
+
+
 def _product_width(kernel_shape) -> int:
     """Entries of one of `_kernel_gradient`'s matrix products."""
     width, channels, features = kernel_shape[2:]
-    return (width if channels < _NARROW_CHANNELS else 1) * channels * features
+    return _taps_per_group(width, channels) * channels * features
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -120,7 +125,7 @@ def _kernel_gradient(x, w, strides, pads, dy):
                  *(o + (n - 1) * s + 1 for o, n, s in zip(offsets, out_shape, strides)))
         return lax.slice(x, start, limit, (1, 1, *strides))
 
-    group = width if channels < _NARROW_CHANNELS else 1  # as _product_width counts
+    group = _taps_per_group(width, channels)
     accumulate = jnp.promote_types(x.dtype, jnp.float32)  # bf16 sums in float32
     contract = (((1, 2, 3, 4), (0, 1, 2, 3)), ((), ()))
     rows = []
