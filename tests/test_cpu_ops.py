@@ -1,7 +1,7 @@
-"""The CPU forms of convolution and max-pool (`conv_impl="cpu"`, the default on
-the CPU backend) compute lax's values and lax's gradients: checked here on the
-shapes the architectures use (strided, 1x1x1, narrow and wide channels, 2D
-and 3D) and on a whole train step's gradients."""
+"""The CPU forms of convolution, max-pool and BatchNorm (`conv_impl="cpu"`, the
+default on the CPU backend) compute lax's (and flax's) values and gradients:
+checked here on the shapes the architectures use (strided, 1x1x1, narrow and
+wide channels, 2D and 3D) and on a whole train step's gradients."""
 import chex
 import flax.linen as nn
 import jax
@@ -11,6 +11,7 @@ import pytest
 from jax import lax
 
 from i3d_jax.models import build_model, cpu_ops
+from i3d_jax.models.layers import BatchNorm
 
 _LAYOUTS = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 
@@ -82,6 +83,59 @@ def test_max_pool_gives_lax_s_values_and_routes_ties_as_lax_does(shape, window, 
     # sharing ties would give one to every input of the window).
     routed = jax.jit(ours_pull)(jnp.ones_like(y))[0][0]
     assert int(jnp.sum(routed != 0)) < x[0].size
+
+
+@pytest.mark.parametrize("shape,use_scale", [
+    ((2, 4, 6, 5, 7), True),      # a 3D unit's activations
+    ((2, 4, 6, 5, 7), False),     # the Inception units: no scale
+    ((3, 5, 4, 6), False),        # Inception-v1 (2D)
+    ((2, 3, 16), True),           # the ConvNet+LSTM's features [batch, time, C]
+    ((3, 16), True),              # the 3D-ConvNet's fully connected units
+])
+@pytest.mark.parametrize("conv_impl", ["cpu", "native"])
+def test_batch_norm_is_flax_s_in_values_statistics_and_gradients(shape, use_scale, conv_impl):
+    """Our BatchNorm against flax's nn.BatchNorm in float64: the same variables,
+    output, updated running averages and gradients (of the input, scale and
+    offset) in training; the same output on running averages."""
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.PRNGKey(0), 4)
+        # Off-centre, so that E[x^2] - E[x]^2 has something to cancel.
+        x = 3 * jax.random.normal(keys[0], shape, jnp.float64) + 1.5
+        weights = jax.random.normal(keys[1], shape, jnp.float64)
+        fields = {"momentum": 0.9, "epsilon": 1e-3, "use_scale": use_scale,
+                  "param_dtype": jnp.float64}
+        reference = nn.BatchNorm(use_running_average=False, **fields)
+        ours = BatchNorm(use_running_average=False, conv_impl=conv_impl, **fields)
+        variables = reference.init(keys[2], x)
+        chex.assert_trees_all_equal_shapes_and_dtypes(ours.init(keys[2], x), variables)
+        variables = jax.tree.map(  # not the initial (0, 1) statistics, scale 1, offset 0
+            lambda v: v + 0.3 * jax.random.normal(keys[3], v.shape, v.dtype), variables)
+
+        def loss(model, params, x):
+            y, state = model.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(y) * weights), state
+
+        def outputs(model):
+            (value, state), grads = jax.jit(
+                jax.value_and_grad(loss, argnums=(1, 2), has_aux=True), static_argnums=0)(
+                    model, variables["params"], x)
+            frozen = model.clone(use_running_average=True).apply(variables, x)
+            return value, state, grads, frozen
+
+        chex.assert_trees_all_close(outputs(ours), outputs(reference), rtol=1e-10, atol=1e-12)
+
+
+def test_batch_norm_keeps_its_compute_dtype():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4, 4, 8)).astype(jnp.bfloat16)
+    norm = BatchNorm(use_running_average=False, dtype=jnp.bfloat16, conv_impl="cpu")
+    variables = norm.init(jax.random.PRNGKey(1), x)
+    y, state = norm.apply(variables, x, mutable=["batch_stats"])
+    assert y.dtype == jnp.bfloat16
+    assert jax.tree.map(lambda v: v.dtype, state) == {"batch_stats": {"mean": jnp.float32,
+                                                                      "var": jnp.float32}}
+    dx = jax.grad(lambda x: jnp.sum(norm.apply(variables, x, mutable=["batch_stats"])[0]
+                                    .astype(jnp.float32) ** 2))(x)
+    assert dx.dtype == jnp.bfloat16
 
 
 def test_a_train_step_s_gradients_are_the_native_ones():

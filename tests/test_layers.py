@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from i3d_jax.models import ARCHITECTURES, InceptionI3d, build_model
-from i3d_jax.models.layers import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, CONV_IMPLS, Unit
+from i3d_jax.models.layers import (BATCH_NORM_DECAY, BATCH_NORM_EPSILON, CONV_IMPLS, BatchNorm,
+                                   Unit)
 from i3d_jax.models.stats import abstract_variables, summarise
 
 # How StableHLO writes a convolution with three spatial axes.
@@ -86,16 +87,18 @@ def test_conv_impl_reaches_every_3d_conv_and_every_batch_norm_has_tf_constants(a
     batch_norms = []
 
     def record(next_fun, args, kwargs, context):
-        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+        if isinstance(context.module, BatchNorm) and context.method_name == "__call__":
             batch_norms.append(context.module)
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record):
-        variables = abstract_variables(_tiny(arch), inputs)
+        variables = abstract_variables(_tiny(arch, conv_impl="native"), inputs)
     assert batch_norms
     for norm in batch_norms:
         assert (norm.momentum, norm.epsilon) == (BATCH_NORM_DECAY, BATCH_NORM_EPSILON), norm.name
         assert norm.param_dtype == jnp.float32
+        # The model's choice reaches every BatchNorm (its default would be "auto").
+        assert norm.conv_impl == "native", norm.name
 
     counts = {
         impl: _convs_3d(

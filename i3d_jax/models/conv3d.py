@@ -36,6 +36,7 @@ class DenseUnit(nn.Module):
     dtype: Any = jnp.float32
     batch_norm_momentum: float = BATCH_NORM_DECAY
     frozen_batch_norm: bool = False
+    conv_impl: str = "auto"  # the BatchNorm's CPU form (layers.BatchNorm)
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -43,7 +44,8 @@ class DenseUnit(nn.Module):
             self.features, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, name="dense"
         )(x)
         x = BatchNorm(use_running_average=not train or self.frozen_batch_norm,
-                      momentum=self.batch_norm_momentum, dtype=self.dtype, name="batch_norm")(x)
+                      momentum=self.batch_norm_momentum, dtype=self.dtype,
+                      conv_impl=self.conv_impl, name="batch_norm")(x)
         return nn.relu(x)
 
 
@@ -80,7 +82,8 @@ class Conv3DNet(Architecture):
         for name in ("fc6", "fc7"):
             x = DenseUnit(self.width(FC_FEATURES), dtype=self.dtype,
                           batch_norm_momentum=self.batch_norm_momentum,
-                          frozen_batch_norm=self.frozen_batch_norm, name=name)(x, train)
+                          frozen_batch_norm=self.frozen_batch_norm, conv_impl=self.conv_impl,
+                          name=name)(x, train)
             endpoints[name] = x
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         logits = nn.Dense(

@@ -11,7 +11,9 @@ to float32 rounding); what differs is which XLA:CPU kernels compute them:
   shifted input with the output gradient over batch, time and space
   (lax's transposed convolution for it is 2-3 times slower on XLA:CPU);
 - input gradient of a stride-1 convolution: the forward form above on the
-  output gradient with the kernel flipped (the transposed convolution).
+  output gradient with the kernel flipped (the transposed convolution);
+- BatchNorm's batch statistics and their gradient: sums over rows as wide
+  as a frame (`channel_sum`), with a hand-written VJP (`batch_norm`).
 
 `jax.custom_vjp` holds the gradients; everything stays differentiable once
 (train steps), not twice. GPUs and TPUs keep lax's native convolution: the
@@ -263,3 +265,69 @@ def _max_pool_backward(window, strides, residuals, dy):
 
 
 _max_pool_box.defvjp(_max_pool_forward, _max_pool_backward)
+
+
+def channel_sum(x):
+    """The sum of x [..., C] over every axis but the last, in float32 or wider.
+
+    XLA:CPU reduces the leading axes of a [positions, C] array 30 times slower
+    than the rows of a [frames, H x W x C] one (a [1, 32, 112, 112, 64]
+    activation: 103 vs 3.3 ms on 2 cores), so the sum goes over frames
+    first, then over the frame's positions (a small array).
+    """
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    if x.ndim < 4:
+        return jnp.sum(x.reshape(-1, x.shape[-1]), axis=0)
+    frame = x.shape[-3:]
+    per_frame = jnp.sum(x.reshape(-1, frame[0] * frame[1] * frame[2]), axis=0)
+    # A matrix product, not a second sum: XLA would merge two sums back into
+    # the slow one.
+    return lax.dot_general(jnp.ones(frame[0] * frame[1], per_frame.dtype),
+                           per_frame.reshape(-1, frame[2]), (((0,), (0,)), ((), ())),
+                           precision=lax.Precision.HIGHEST)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm(x, scale, bias, epsilon: float):
+    """BatchNorm of x [..., C] on its batch statistics, as flax's nn.BatchNorm
+    computes it: returns (y, mean, var), var the biased E[x^2] - E[x]^2 (at
+    least 0), y = (x - mean) / sqrt(var + epsilon) * scale + bias in float32
+    (the caller casts it).
+
+    Its VJP is the closed form: two channel sums of the output gradient,
+    each as `channel_sum` does it; autodiff of the forward gives XLA the
+    slow reductions of the backward.
+    """
+    return _batch_norm_forward(x, scale, bias, epsilon)[0]
+
+
+def _batch_norm_statistics(x):
+    count = x.size // x.shape[-1]
+    mean = channel_sum(x) / count
+    mean_square = channel_sum(jnp.square(x.astype(mean.dtype))) / count
+    return mean, jnp.maximum(0.0, mean_square - jnp.square(mean))
+
+
+def _batch_norm_forward(x, scale, bias, epsilon):
+    mean, var = _batch_norm_statistics(x)
+    inverse = lax.rsqrt(var + epsilon)
+    y = (x - mean) * (inverse * scale) + bias
+    return (y, mean, var), (x, mean, inverse, scale, bias)
+
+
+def _batch_norm_backward(epsilon, residuals, cotangents):
+    x, mean, inverse, scale, bias = residuals
+    dy, dmean, dvar = cotangents
+    count = x.size // x.shape[-1]
+    dy = dy.astype(mean.dtype)
+    centred = x - mean
+    dbias = channel_sum(dy)
+    dscale = channel_sum(dy * (centred * inverse))
+    # d(loss)/dx through the normalised values, then through the returned
+    # statistics (zero in a train step: they only update running averages).
+    dx = (scale * inverse) * (dy - dbias / count - centred * inverse * (dscale / count))
+    dx = dx + dmean / count + centred * (2 * dvar / count)
+    return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+batch_norm.defvjp(_batch_norm_forward, _batch_norm_backward)

@@ -13,6 +13,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+from flax.linen import dtypes as flax_dtypes
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -22,13 +23,62 @@ from i3d_jax.models import cpu_ops
 BATCH_NORM_DECAY = 0.999
 BATCH_NORM_EPSILON = 1e-3
 
-# The BatchNorm of every architecture, with TF's constants and float32
-# parameters and statistics whatever the compute dtype. Callers add
-# `use_running_average`, `dtype`, `name` and, where the released model has
-# none, `use_scale=False`.
-BatchNorm = functools.partial(
-    nn.BatchNorm, momentum=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON, param_dtype=jnp.float32
-)
+class BatchNorm(nn.Module):
+    """The BatchNorm of every architecture: flax's nn.BatchNorm (the same
+    variables, statistics, running averages and output), with TF's constants
+    and float32 parameters and statistics whatever the compute dtype. Callers
+    give `use_running_average`, `dtype`, `name`, `conv_impl` and, where the
+    released model has none, `use_scale=False`.
+
+    With `conv_impl` "cpu" (what "auto" is on the CPU backend) a train step's
+    batch statistics and their gradient are `cpu_ops.batch_norm`'s (XLA:CPU's
+    fast reductions); elsewhere they are flax's formulas, differentiated by JAX.
+    """
+
+    use_running_average: bool
+    momentum: float = BATCH_NORM_DECAY
+    epsilon: float = BATCH_NORM_EPSILON
+    use_scale: bool = True
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    conv_impl: str = "auto"
+
+    def __post_init__(self):
+        check_conv_impl(self.conv_impl)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x):
+        features = (x.shape[-1],)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+        scale = (self.param("scale", nn.initializers.ones, features, self.param_dtype)
+                 if self.use_scale else None)
+        bias = (self.param("bias", nn.initializers.zeros, features, self.param_dtype)
+                if self.use_bias else None)
+        out_dtype = flax_dtypes.canonicalize_dtype(
+            x, *(p for p in (scale, bias) if p is not None), dtype=self.dtype)
+        compute = jnp.promote_types(self.dtype or x.dtype, jnp.float32)
+        scale_or_one = jnp.ones(features, compute) if scale is None else scale
+        bias_or_zero = jnp.zeros(features, compute) if bias is None else bias
+        if self.use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+            y = (x - mean) * (lax.rsqrt(var + self.epsilon) * scale_or_one) + bias_or_zero
+            return y.astype(out_dtype)
+        if resolve_conv_impl(self.conv_impl) == "cpu":
+            y, mean, var = cpu_ops.batch_norm(x.astype(compute), scale_or_one, bias_or_zero,
+                                              self.epsilon)
+        else:
+            reduced = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x.astype(compute), reduced)
+            var = jnp.maximum(0.0, jnp.mean(jnp.square(x.astype(compute)), reduced)
+                              - jnp.square(mean))
+            y = (x - mean) * (lax.rsqrt(var + self.epsilon) * scale_or_one) + bias_or_zero
+        if not self.is_initializing():
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y.astype(out_dtype)
 
 
 def scaled_width(channels: int, width_multiplier: float) -> int:
@@ -139,6 +189,7 @@ class Unit(nn.Module):
                 momentum=self.batch_norm_momentum,
                 use_scale=self.batch_norm_scale,
                 dtype=self.dtype,
+                conv_impl=self.conv_impl,
                 name="batch_norm",
             )(x)
         if self.activation is not None:
