@@ -30,7 +30,8 @@ def _relative(ours, theirs) -> float:
     ((2, 11, 10, 3), (7, 7), (2, 2)),               # Inception-v1's first conv
     ((2, 11, 10, 4), (3, 3), (1, 1)),
 ])
-def test_convolution_values_and_gradients_are_lax_s(shape, kernel, strides):
+@pytest.mark.parametrize("gradients", cpu_ops.GRADIENT_FORMS)
+def test_convolution_values_and_gradients_are_lax_s(shape, kernel, strides, gradients):
     rank = len(kernel)
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     w = jax.random.normal(jax.random.PRNGKey(1), (*kernel, shape[-1], 4))
@@ -41,12 +42,21 @@ def test_convolution_values_and_gradients_are_lax_s(shape, kernel, strides):
         y, pull = jax.vjp(lambda x, w: conv(x, w, strides, "SAME", dimension_numbers=numbers), x, w)
         return y, pull(jax.random.normal(cotangent_key, y.shape))
 
-    ours_y, (ours_dx, ours_dw) = jax.jit(lambda: value_and_grads(cpu_ops.conv_general_dilated))()
+    def ours(x, w, strides, padding, dimension_numbers):
+        return cpu_ops.same_conv(x, w, strides, gradients)
+
+    ours_y, (ours_dx, ours_dw) = jax.jit(lambda: value_and_grads(ours))()
     y, (dx, dw) = value_and_grads(lax.conv_general_dilated)
     assert ours_y.shape == y.shape
     assert _relative(ours_y, y) < 1e-5
     assert _relative(ours_dx, dx) < 1e-5
     assert _relative(ours_dw, dw) < 1e-5
+
+
+def test_the_gradient_form_is_one_of_the_forms():
+    assert cpu_ops.gradient_form() in cpu_ops.GRADIENT_FORMS
+    with pytest.raises(ValueError, match="matrix_products"):
+        cpu_ops.same_conv(jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1, 1, 1, 3, 2)), (1, 1, 1), "eigen")
 
 
 def test_other_convolutions_go_to_lax_unchanged():
@@ -138,7 +148,10 @@ def test_batch_norm_keeps_its_compute_dtype():
     assert dx.dtype == jnp.bfloat16
 
 
-def test_a_train_step_s_gradients_are_the_native_ones():
+@pytest.mark.parametrize("form", cpu_ops.GRADIENT_FORMS)
+def test_a_train_step_s_gradients_are_the_native_ones(form, monkeypatch):
+    # Each gradient form, whichever this CPU would pick.
+    monkeypatch.setattr(cpu_ops, "gradient_form", lambda: form)
     # In float64: in float32 the two orders of summation flip a few ReLUs and
     # max-pool choices, and the gradients of those units differ by ~1e-3.
     with jax.enable_x64(True):
