@@ -46,7 +46,11 @@ class DenseUnit(nn.Module):
         x = BatchNorm(use_running_average=not train or self.frozen_batch_norm,
                       momentum=self.batch_norm_momentum, dtype=self.dtype,
                       conv_impl=self.conv_impl, name="batch_norm")(x)
-        return nn.relu(x)
+        # ReLU as a select, which XLA:CPU's YNNPACK fusion does not take: with
+        # --xla_cpu_experimental_ynn_fusion_type=dot it fuses fc6 -> fc7 ->
+        # Logits through max(x, 0) into one subgraph that runs 30 times slower
+        # (0.27 s vs 8.8 ms a call on 2 clips). The same values and gradient.
+        return jnp.where(x > 0, x, 0)
 
 
 class Conv3DNet(Architecture):
