@@ -122,7 +122,7 @@ def gradient_form() -> str:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv3d_same(x, w, strides, gradients: str = "matrix_products"):
+def conv3d_same(x, w, strides, gradients: str):
     """TF SAME convolution of x [N, T, H, W, C] with w [kt, kh, kw, C, F];
     `gradients` one of GRADIENT_FORMS."""
     return _padded_conv(x, w, strides, _same_pads(x.shape[1:4], w.shape[:3], strides))

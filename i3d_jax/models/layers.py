@@ -62,20 +62,19 @@ class BatchNorm(nn.Module):
         compute = jnp.promote_types(self.dtype or x.dtype, jnp.float32)
         scale_or_one = jnp.ones(features, compute) if scale is None else scale
         bias_or_zero = jnp.zeros(features, compute) if bias is None else bias
-        if self.use_running_average:
-            mean, var = ra_mean.value, ra_var.value
-            y = (x - mean) * (lax.rsqrt(var + self.epsilon) * scale_or_one) + bias_or_zero
-            return y.astype(out_dtype)
-        if resolve_conv_impl(self.conv_impl) == "cpu":
+        if not self.use_running_average and resolve_conv_impl(self.conv_impl) == "cpu":
             y, mean, var = cpu_ops.batch_norm(x.astype(compute), scale_or_one, bias_or_zero,
                                               self.epsilon)
         else:
-            reduced = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x.astype(compute), reduced)
-            var = jnp.maximum(0.0, jnp.mean(jnp.square(x.astype(compute)), reduced)
-                              - jnp.square(mean))
+            if self.use_running_average:
+                mean, var = ra_mean.value, ra_var.value
+            else:
+                reduced = tuple(range(x.ndim - 1))
+                mean = jnp.mean(x.astype(compute), reduced)
+                var = jnp.maximum(0.0, jnp.mean(jnp.square(x.astype(compute)), reduced)
+                                  - jnp.square(mean))
             y = (x - mean) * (lax.rsqrt(var + self.epsilon) * scale_or_one) + bias_or_zero
-        if not self.is_initializing():
+        if not self.use_running_average and not self.is_initializing():
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
             ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
         return y.astype(out_dtype)
