@@ -31,10 +31,7 @@ def _relative(ours, theirs) -> float:
     ((2, 11, 10, 4), (3, 3), (1, 1)),
 ])
 @pytest.mark.parametrize("gradients", cpu_ops.GRADIENT_FORMS)
-@pytest.mark.parametrize("chunk_bytes", [cpu_ops._CONV_CHUNK_BYTES, 1])  # 1: a frame per chunk
-def test_convolution_values_and_gradients_are_lax_s(shape, kernel, strides, gradients,
-                                                    chunk_bytes, monkeypatch):
-    monkeypatch.setattr(cpu_ops, "_CONV_CHUNK_BYTES", chunk_bytes)
+def test_convolution_values_and_gradients_are_lax_s(shape, kernel, strides, gradients):
     rank = len(kernel)
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     w = jax.random.normal(jax.random.PRNGKey(1), (*kernel, shape[-1], 4))

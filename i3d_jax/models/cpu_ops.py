@@ -5,8 +5,7 @@ to float32 rounding); what differs is which XLA:CPU kernels compute them:
 
 - forward: a 3D convolution as one 2D convolution over the temporal taps
   stacked on the channel axis (XLA:CPU's 3D convolutions are several times
-  slower than its 2D ones), run over chunks of a few frames; a 1x1x1
-  convolution as one matrix product;
+  slower than its 2D ones); a 1x1x1 convolution as one matrix product;
 - gradients, in the form `gradient_form()` picks for the CPU: on EPYCs
   ("matrix_products"), the kernel gradient as one matrix product per group
   of taps (where those are not too thin: else lax's), contracting the shifted
@@ -40,14 +39,6 @@ _NARROW_CHANNELS = 128
 # gradient's matrix products are too thin to beat lax's (measured, see
 # `_conv3d_same_backward`).
 _SMALL_PRODUCT = 2048
-
-
-# The stacked-taps 2D convolution runs over chunks of frames whose input is at
-# most this many bytes: XLA:CPU's (Eigen's) convolution is 10-40% slower per
-# FLOP on a whole clip's frames at once than on a few megabytes of them
-# (Xeon with AMX, 2 cores: I3D Conv3d_2c 421 vs 365 ms, Mixed_3c's 3x3x3
-# 204 vs 142 ms; I3D inference on a 64x224x224 clip 1.12 -> 1.00 s).
-_CONV_CHUNK_BYTES = 4_000_000
 
 
 def _taps_per_group(width: int, channels: int) -> int:
@@ -88,13 +79,9 @@ def _padded_conv(x, w, strides, pads, precision=None):
     batch = stacked.shape[0]
     stacked = stacked.reshape(batch * out_frames, *stacked.shape[2:])
     kernel = jnp.transpose(w, (1, 2, 0, 3, 4)).reshape(height, width, taps * channels, features)
-    frames = stacked.shape[0]
-    per_chunk = max(1, _CONV_CHUNK_BYTES // (stacked[0].size * stacked.dtype.itemsize))
-    out = jnp.concatenate([
-        lax.conv_general_dilated(
-            stacked[start:start + per_chunk], kernel, tuple(strides[1:]), tuple(pads[1:]),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
-        for start in range(0, frames, per_chunk)], axis=0)
+    out = lax.conv_general_dilated(
+        stacked, kernel, tuple(strides[1:]), tuple(pads[1:]),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
     return out.reshape(batch, out_frames, *out.shape[1:])
 
 
