@@ -2,6 +2,7 @@
 default on the CPU backend) compute lax's (and flax's) values and gradients:
 checked here on the shapes the architectures use (strided, 1x1x1, narrow and
 wide channels, 2D and 3D) and on a whole train step's gradients."""
+import functools
 import chex
 import flax.linen as nn
 import jax
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from i3d_jax.models import build_model, cpu_ops
+from i3d_jax.models import build_model, cpu_ops, onednn
 from i3d_jax.models.layers import BatchNorm
 
 _LAYOUTS = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
@@ -31,7 +32,8 @@ def _relative(ours, theirs) -> float:
     ((2, 11, 10, 4), (3, 3), (1, 1)),
 ])
 @pytest.mark.parametrize("gradients", cpu_ops.GRADIENT_FORMS)
-def test_convolution_values_and_gradients_are_lax_s(shape, kernel, strides, gradients):
+@pytest.mark.parametrize("forward", cpu_ops.FORWARD_FORMS)
+def test_convolution_values_and_gradients_are_lax_s(shape, kernel, strides, gradients, forward):
     rank = len(kernel)
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     w = jax.random.normal(jax.random.PRNGKey(1), (*kernel, shape[-1], 4))
@@ -43,7 +45,7 @@ def test_convolution_values_and_gradients_are_lax_s(shape, kernel, strides, grad
         return y, pull(jax.random.normal(cotangent_key, y.shape))
 
     def ours(x, w, strides, padding, dimension_numbers):
-        return cpu_ops.same_conv(x, w, strides, gradients)
+        return cpu_ops.same_conv(x, w, strides, gradients, forward)
 
     ours_y, (ours_dx, ours_dw) = jax.jit(lambda: value_and_grads(ours))()
     y, (dx, dw) = value_and_grads(lax.conv_general_dilated)
@@ -57,6 +59,53 @@ def test_the_gradient_form_is_one_of_the_forms():
     assert cpu_ops.gradient_form() in cpu_ops.GRADIENT_FORMS
     with pytest.raises(ValueError, match="matrix_products"):
         cpu_ops.same_conv(jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1, 1, 1, 3, 2)), (1, 1, 1), "eigen")
+    with pytest.raises(ValueError, match="stacked_taps"):
+        cpu_ops.same_conv(jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros((1, 1, 1, 3, 2)), (1, 1, 1), "lax",
+                          "eigen")
+
+
+def test_the_pinned_jaxlib_runs_onednn_convolutions():
+    # The fast forward form: were a new jaxlib to drop the custom call, every
+    # CPU convolution would quietly fall back to the slower stacked taps.
+    assert onednn.available()
+    assert cpu_ops.forward_form() == "onednn"
+
+
+def test_models_traced_first_get_onednn_convolutions(monkeypatch):
+    # The check's first call usually comes while a model is traced; its
+    # own computations must run then, not be staged into that trace.
+    monkeypatch.setattr(onednn, "available", functools.cache(onednn.available.__wrapped__))
+    model = build_model("i3d", num_classes=5, width_multiplier=0.125)
+    x = jnp.zeros((1, 4, 16, 16, 3))
+    variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(x)
+    hlo = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).as_text()
+    assert hlo.count("__onednn$convolution") == 20  # I3D's convolutions that are not 1x1x1
+
+
+@pytest.mark.parametrize("shape,kernel,strides,pads", [
+    ((2, 5, 9, 8, 3), (3, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1))),
+    ((1, 9, 11, 10, 3), (7, 7, 7), (2, 2, 2), ((3, 3), (2, 3), (3, 2))),   # I3D's first, odd sizes
+    ((2, 4, 6, 6, 4), (2, 2, 2), (1, 1, 1), ((0, 1), (0, 1), (0, 1))),     # even kernel
+    ((2, 3, 7, 7, 5), (1, 3, 3), (1, 2, 1), ((0, 0), (0, 0), (1, 1))),     # no pads on two axes
+    ((2, 4, 6, 6, 6), (1, 1, 1), (1, 1, 1), ((0, 0), (0, 0), (0, 0))),
+    ((2, 11, 10, 4), (3, 3), (2, 1), ((1, 1), (0, 2))),                      # 2D
+])
+def test_onednn_convolution_values_are_lax_s(shape, kernel, strides, pads):
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    w = jax.random.normal(jax.random.PRNGKey(1), (*kernel, shape[-1], 3))
+    ours = jax.jit(onednn.conv, static_argnums=(2, 3))(x, w, strides, pads)
+    theirs = lax.conv_general_dilated(
+        x, w, strides, pads,
+        dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, _LAYOUTS[len(kernel)]))
+    assert ours.shape == theirs.shape
+    assert _relative(ours, theirs) < 1e-5
+
+
+def test_onednn_convolution_names_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"input channels 3 != kernel's 4"):
+        onednn.conv(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 4, 2)), (1, 1), ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match="not a channels-last"):
+        onednn.conv(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 3, 3, 2)), (1, 1), ((1, 1), (1, 1)))
 
 
 def test_other_convolutions_go_to_lax_unchanged():

@@ -3,18 +3,22 @@
 The same sums as `lax.conv_general_dilated` in another order (results agree
 to float32 rounding); what differs is which XLA:CPU kernels compute them:
 
-- forward: a 3D convolution as one 2D convolution over the temporal taps
-  stacked on the channel axis (XLA:CPU's 3D convolutions are several times
-  slower than its 2D ones); a 1x1x1 convolution as one matrix product;
+- forward, in the form `forward_form()` picks: oneDNN's direct convolution
+  ("onednn", `onednn.py`: 2-2.5 times faster than the other form on a Xeon)
+  where this jaxlib runs it, else ("stacked_taps") a 3D convolution as one
+  2D convolution over the temporal taps stacked on the channel axis
+  (XLA:CPU's own 3D convolutions are several times slower than its 2D ones);
+  a 1x1x1 convolution as one matrix product in both;
 - gradients, in the form `gradient_form()` picks for the CPU: on EPYCs
   ("matrix_products"), the kernel gradient as one matrix product per group
   of taps (where those are not too thin: else lax's), contracting the shifted
   input with the output gradient over batch, time and space (lax's
   transposed convolution for it is 2-3 times slower there), and the input
   gradient of a stride-1 convolution as the forward form above on the output
-  gradient with the kernel flipped; on Xeons with AMX ("lax"), lax's
-  gradients of the forward form, which XLA:CPU runs 1.4-3 times faster there
-  than those products;
+  gradient with the kernel flipped; on Xeons with AMX ("lax"), the kernel
+  gradient as lax's of the stacked-taps form, which XLA:CPU runs 1.4-3 times
+  faster there than those products, and the input gradient as lax's too
+  unless the forward is oneDNN's (then the flipped-kernel one above);
 - BatchNorm's batch statistics and their gradient: sums over rows as wide
   as a frame (`channel_sum`), with a hand-written VJP (`batch_norm`).
 
@@ -30,6 +34,8 @@ import itertools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from i3d_jax.models import onednn
 
 # A group of kernel taps whose matrix product has fewer input channels than
 # this is widened by the taps along the width axis: matrix products this
@@ -85,6 +91,17 @@ def _padded_conv(x, w, strides, pads, precision=None):
     return out.reshape(batch, out_frames, *out.shape[1:])
 
 
+def _forward_conv(x, w, strides, pads, forward: str):
+    """`_padded_conv`, or oneDNN's convolution for float32 ones that are not
+    matrix products (those are level: 2.4 against 2.4 ms for I3D's
+    `Conv3d_2b_1x1`)."""
+    matrix_product = w.shape[:3] == (1, 1, 1) and tuple(strides) == (1, 1, 1) and not any(
+        lo or hi for lo, hi in pads)
+    if forward == "onednn" and not matrix_product and x.dtype == w.dtype == jnp.float32:
+        return onednn.conv(x, w, strides, pads)
+    return _padded_conv(x, w, strides, pads)
+
+
 def _same_pads(shape, kernel, strides):
     return tuple(same_padding(size, k, s) for size, k, s in zip(shape, kernel, strides))
 
@@ -94,8 +111,15 @@ def stacked_taps_conv(x, w, strides, precision=None):
     return _padded_conv(x, w, strides, _same_pads(x.shape[1:4], w.shape[:3], strides), precision)
 
 
-# How `conv3d_same` computes its gradients (see the module's docstring).
+# How `conv3d_same` computes its gradients and its values (see the module's docstring).
 GRADIENT_FORMS = ("matrix_products", "lax")
+FORWARD_FORMS = ("onednn", "stacked_taps")
+
+
+def forward_form() -> str:
+    """"onednn" where this jaxlib runs oneDNN's convolution with lax's values
+    (`onednn.available()`), else "stacked_taps"."""
+    return "onednn" if onednn.available() else "stacked_taps"
 
 
 @functools.cache
@@ -121,25 +145,25 @@ def gradient_form() -> str:
     return "matrix_products"
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv3d_same(x, w, strides, gradients: str):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv3d_same(x, w, strides, gradients: str, forward: str = "stacked_taps"):
     """TF SAME convolution of x [N, T, H, W, C] with w [kt, kh, kw, C, F];
-    `gradients` one of GRADIENT_FORMS."""
-    return _padded_conv(x, w, strides, _same_pads(x.shape[1:4], w.shape[:3], strides))
+    `gradients` one of GRADIENT_FORMS, `forward` one of FORWARD_FORMS."""
+    return _forward_conv(x, w, strides, _same_pads(x.shape[1:4], w.shape[:3], strides), forward)
 
 
-def _conv3d_same_forward(x, w, strides, gradients):
-    return conv3d_same(x, w, strides, gradients), (x, w)
+def _conv3d_same_forward(x, w, strides, gradients, forward):
+    return conv3d_same(x, w, strides, gradients, forward), (x, w)
 
 
-def _input_gradient(x, w, strides, pads, dy):
+def _input_gradient(x, w, strides, pads, dy, forward):
     if any(s != 1 for s in strides):
         # Only the first layers are strided, and their input is the clip,
         # whose gradient a train step never asks for: lax's transpose.
         return jax.vjp(lambda x: _padded_conv(x, w, strides, pads), x)[1](dy)[0]
     flipped = jnp.swapaxes(jnp.flip(w, axis=(0, 1, 2)), 3, 4)
     transposed_pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(w.shape[:3], pads))
-    return _padded_conv(dy, flipped, strides, transposed_pads).astype(x.dtype)
+    return _forward_conv(dy, flipped, strides, transposed_pads, forward).astype(x.dtype)
 
 
 def _kernel_gradient(x, w, strides, pads, dy):
@@ -172,13 +196,15 @@ def _kernel_gradient(x, w, strides, pads, dy):
     return jnp.concatenate(rows).reshape(w.shape).astype(w.dtype)
 
 
-def _conv3d_same_backward(strides, gradients, residuals, dy):
+def _conv3d_same_backward(strides, gradients, forward, residuals, dy):
     x, w = residuals
     pads = _same_pads(x.shape[1:4], w.shape[:3], strides)
     if gradients == "lax":
         # The stacked input is rebuilt here rather than kept from the forward.
-        return jax.vjp(lambda x, w: _padded_conv(x, w, strides, pads), x, w)[1](dy)
-    if _product_width(w.shape) < _SMALL_PRODUCT:
+        if forward == "stacked_taps":
+            return jax.vjp(lambda x, w: _padded_conv(x, w, strides, pads), x, w)[1](dy)
+        dw = jax.vjp(lambda w: _padded_conv(x, w, strides, pads), w)[1](dy)[0]
+    elif _product_width(w.shape) < _SMALL_PRODUCT:
         # Thin products re-read the output gradient once per tap group for
         # little arithmetic: lax's transposed convolution of the stacked form
         # is faster there (the quarter-width I3D of the main job: 297 -> 229
@@ -186,7 +212,7 @@ def _conv3d_same_backward(strides, gradients, residuals, dy):
         dw = jax.vjp(lambda w: _padded_conv(x, w, strides, pads), w)[1](dy)[0]
     else:
         dw = _kernel_gradient(x, w, strides, pads, dy)
-    return _input_gradient(x, w, strides, pads, dy), dw
+    return _input_gradient(x, w, strides, pads, dy, forward), dw
 
 
 conv3d_same.defvjp(_conv3d_same_forward, _conv3d_same_backward)
@@ -223,16 +249,18 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
             feature_group_count=feature_group_count, precision=precision, **kwargs)
-    return same_conv(lhs, rhs, tuple(window_strides), gradient_form())
+    return same_conv(lhs, rhs, tuple(window_strides), gradient_form(), forward_form())
 
 
-def same_conv(x, w, strides, gradients: str):
+def same_conv(x, w, strides, gradients: str, forward: str = "stacked_taps"):
     """`conv3d_same` of a 2D or 3D channels-last input (a 2D one as one frame)."""
     if gradients not in GRADIENT_FORMS:
         raise ValueError(f"gradients {gradients!r} is not one of {GRADIENT_FORMS}")
+    if forward not in FORWARD_FORMS:
+        raise ValueError(f"forward {forward!r} is not one of {FORWARD_FORMS}")
     if x.ndim == 4:
-        return conv3d_same(x[:, None], w[None], (1, *strides), gradients)[:, 0]
-    return conv3d_same(x, w, tuple(strides), gradients)
+        return conv3d_same(x[:, None], w[None], (1, *strides), gradients, forward)[:, 0]
+    return conv3d_same(x, w, tuple(strides), gradients, forward)
 
 
 def max_pool_same(x, window: tuple[int, ...], strides: tuple[int, ...]):

@@ -1,0 +1,146 @@
+"""Forward convolutions through the oneDNN kernels that XLA:CPU carries.
+
+jaxlib's XLA:CPU links oneDNN and runs a custom call named
+`__onednn$convolution` with oneDNN's direct convolution, but the pass that
+would rewrite convolutions into it is not built into jaxlib's wheels: its
+convolutions run on Eigen's. Here a primitive lowers to that custom call
+itself. On a 2-core Xeon (AMX) oneDNN's float32 3D convolutions run 2-2.5
+times faster than XLA's 2D convolution over stacked taps (I3D's
+`Conv3d_2c_3x3`, 32x56x56, 64 -> 192: 157 against 395 ms; float32 sums, max
+relative difference 2e-6). They are float32 like XLA's, not reduced precision.
+
+The custom call's configuration is XLA's `OneDnnConvolutionConfig` proto as
+JSON in the instruction's backend config, in the encoding the runtime of
+jaxlib 0.10 reads (spatial dimensions zero-based, strides, pads and
+dilations as they are). `available()` compiles and checks a small
+convolution once per process; where it fails (a jaxlib built without oneDNN)
+callers keep XLA's own convolutions. Only the CPU lowering is the custom
+call; elsewhere the primitive is lax's convolution. It has no
+differentiation rules of its own: `cpu_ops.conv3d_same` holds the gradients.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+
+import jax
+import numpy as np
+from jax import lax
+from jax._src import core, dispatch
+from jax._src.interpreters import mlir
+from jax.extend.core import Primitive
+
+_LOG = logging.getLogger(__name__)
+_TARGET = "__onednn$convolution"
+_LAYOUTS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
+            3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def _output_shape(x_shape, w_shape, strides, pads):
+    spatial = [(size + lo + hi - k) // s + 1 for size, k, s, (lo, hi)
+               in zip(x_shape[1:-1], w_shape[:-2], strides, pads)]
+    return (x_shape[0], *spatial, w_shape[-1])
+
+
+def _check(x, w, strides, pads):
+    rank = len(x.shape) - 2
+    if rank not in _LAYOUTS or len(w.shape) != rank + 2 or len(strides) != rank \
+            or len(pads) != rank:
+        raise ValueError(f"onednn.conv: input {x.shape}, kernel {w.shape}, strides {strides} "
+                         f"and pads {pads} are not a channels-last 1D, 2D or 3D convolution")
+    if x.shape[-1] != w.shape[-2]:
+        raise ValueError(f"onednn.conv: input channels {x.shape[-1]} != kernel's {w.shape[-2]} "
+                         f"(input {x.shape}, kernel {w.shape})")
+    if x.dtype != w.dtype:
+        raise ValueError(f"onednn.conv: input {x.dtype} and kernel {w.dtype} differ")
+
+
+def _abstract(x, w, *, strides, pads):
+    _check(x, w, strides, pads)
+    return core.ShapedArray(_output_shape(x.shape, w.shape, strides, pads), x.dtype)
+
+
+def backend_config(kernel_shape, strides, pads) -> str:
+    """The custom call's backend config: channels-last input and output,
+    [*spatial, in, out] kernel."""
+    rank = len(strides)
+    dims = rank + 2
+    data = {"batch_dim": 0, "feature_dim": dims - 1, "spatial_dims": list(range(1, rank + 1))}
+    config = {
+        "dims": dims,
+        "feature_groups": 1,
+        "input": {"dims": dims, "data": data},
+        "kernel": {"dims": dims, "filter": {
+            "input_feature_dim": rank, "output_feature_dim": rank + 1,
+            "spatial_dims": list(range(rank)), "shape": list(kernel_shape)}},
+        "output": {"dims": dims, "data": data},
+        "window": {"size": list(kernel_shape[:rank]),
+                   "pad_left": [lo for lo, _ in pads], "pad_right": [hi for _, hi in pads],
+                   "strides": list(strides), "window_dilations": [1] * rank},
+    }
+    return json.dumps({"onednn_conv_config": config})
+
+
+def _lower_cpu(ctx, x, w, *, strides, pads):
+    x_aval, w_aval = ctx.avals_in
+    (out_aval,) = ctx.avals_out
+    row_major = [list(range(len(x_aval.shape) - 1, -1, -1))]
+    return mlir.custom_call(
+        _TARGET, result_types=[mlir.aval_to_ir_type(ctx.module_context, out_aval)],
+        operands=[x, w], backend_config=backend_config(w_aval.shape, strides, pads),
+        api_version=1, operand_layouts=row_major * 2, result_layouts=row_major).results
+
+
+def _lax_conv(x, w, *, strides, pads):
+    return lax.conv_general_dilated(
+        x, w, strides, pads,
+        dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, _LAYOUTS[x.ndim - 2]))
+
+
+_conv_p = Primitive("i3d_onednn_conv")
+_conv_p.def_impl(functools.partial(dispatch.apply_primitive, _conv_p))
+_conv_p.def_abstract_eval(_abstract)
+mlir.register_lowering(_conv_p, mlir.lower_fun(_lax_conv, multiple_results=False))
+mlir.register_lowering(_conv_p, _lower_cpu, platform="cpu")
+
+
+def conv(x, w, strides, pads):
+    """x [N, *spatial, C] * w [*kernel, C, F] with explicit `pads` ((lo, hi)
+    per spatial axis), no dilation or groups; lax's values to float32
+    rounding. Not differentiable by itself."""
+    return _conv_p.bind(x, w, strides=tuple(int(s) for s in strides),
+                        pads=tuple((int(lo), int(hi)) for lo, hi in pads))
+
+
+@functools.cache
+def available() -> bool:
+    """Whether this jaxlib's CPU backend runs the oneDNN convolution, with
+    lax's values (checked once per process on a small strided 3D one)."""
+    # The first call usually comes while a model is being traced: without
+    # compile-time evaluation the check's operations would be staged into
+    # that trace instead of run.
+    with jax.ensure_compile_time_eval():
+        return _check_on_cpu()
+
+
+def _check_on_cpu() -> bool:
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError:
+        return False
+    rng = np.random.default_rng(0)
+    x = jax.device_put(rng.standard_normal((2, 5, 9, 8, 3), np.float32), cpu)
+    w = jax.device_put(rng.standard_normal((3, 3, 3, 3, 4), np.float32), cpu)
+    strides, pads = (1, 2, 2), ((1, 1), (1, 1), (1, 0))
+    try:
+        ours = np.asarray(jax.jit(conv, static_argnums=(2, 3))(x, w, strides, pads))
+    except Exception as error:  # a jaxlib without the custom call: XLA's own convolutions
+        _LOG.info("oneDNN convolutions unavailable (%s); XLA's own are used", error)
+        return False
+    reference = np.asarray(jax.jit(_lax_conv, static_argnames=("strides", "pads"))(
+        x, w, strides=strides, pads=pads))
+    agree = ours.shape == reference.shape and np.allclose(ours, reference, rtol=1e-5, atol=1e-5)
+    if not agree:
+        _LOG.warning("oneDNN convolution disagrees with lax's on a check; XLA's own are used")
+    return bool(agree)
