@@ -3,6 +3,7 @@ default on the CPU backend) compute lax's (and flax's) values and gradients:
 checked here on the shapes the architectures use (strided, 1x1x1, narrow and
 wide channels, 2D and 3D) and on a whole train step's gradients."""
 import functools
+import re
 import chex
 import flax.linen as nn
 import jax
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from i3d_jax.models import build_model, cpu_ops, onednn
 from i3d_jax.models.layers import BatchNorm
@@ -99,6 +101,38 @@ def test_onednn_convolution_values_are_lax_s(shape, kernel, strides, pads):
         dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, _LAYOUTS[len(kernel)]))
     assert ours.shape == theirs.shape
     assert _relative(ours, theirs) < 1e-5
+
+
+def test_onednn_convolution_keeps_a_sharded_batch_sharded():
+    # Without its partitioning rule XLA gathers the batch onto every device
+    # and each computes the whole batch's convolution.
+    assert len(jax.devices()) == 8
+    mesh = jax.make_mesh((2, 4), ("data", "fsdp"))
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 4, 6, 6, 3))
+    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 3, 4))
+    strides, pads = (1, 2, 1), ((1, 1), (0, 1), (1, 1))
+    sharded_x = jax.device_put(x, NamedSharding(mesh, P(("data", "fsdp"))))
+    sharded_w = jax.device_put(w, NamedSharding(mesh, P(None, None, None, None, "fsdp")))
+    convolve = jax.jit(onednn.conv, static_argnums=(2, 3))
+    hlo = convolve.lower(sharded_x, sharded_w, strides, pads).compile().as_text()
+    assert re.findall(r"(\S+) custom-call\(", hlo) == ["f32[1,4,3,6,4]{4,3,2,1,0}"]
+    ours = convolve(sharded_x, sharded_w, strides, pads)
+    assert ours.sharding.spec[0] == ("data", "fsdp")
+    theirs = lax.conv_general_dilated(x, w, strides, pads,
+                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    assert _relative(ours, theirs) < 1e-5
+
+
+def test_onednn_convolution_vmaps_into_its_batch():
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 4, 6, 6, 3))
+    w = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 3, 3, 3, 5))
+    pads = ((1, 1), (1, 1), (1, 1))
+    lax_conv = lambda x, w: lax.conv_general_dilated(  # noqa: E731
+        x, w, (1, 1, 1), pads, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    shared = jax.jit(jax.vmap(lambda x: onednn.conv(x, w[0], (1, 1, 1), pads)))(x)
+    assert _relative(shared, jax.vmap(lambda x: lax_conv(x, w[0]))(x)) < 1e-5
+    each = jax.jit(jax.vmap(lambda x, w: onednn.conv(x, w, (1, 1, 1), pads)))(x[:2], w)
+    assert _relative(each, jax.vmap(lax_conv)(x[:2], w)) < 1e-5
 
 
 def test_onednn_convolution_names_mismatched_shapes():

@@ -29,7 +29,9 @@ import numpy as np
 from jax import lax
 from jax._src import core, dispatch
 from jax._src.interpreters import mlir
+from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
+from jax.sharding import NamedSharding, PartitionSpec
 
 _LOG = logging.getLogger(__name__)
 _TARGET = "__onednn$convolution"
@@ -105,12 +107,74 @@ mlir.register_lowering(_conv_p, mlir.lower_fun(_lax_conv, multiple_results=False
 mlir.register_lowering(_conv_p, _lower_cpu, platform="cpu")
 
 
+def _batch_spec(sharding) -> PartitionSpec:
+    """The sharding of the batch axis alone (the rest replicated)."""
+    spec = sharding.spec if isinstance(sharding, NamedSharding) else PartitionSpec()
+    return PartitionSpec(spec[0] if len(spec) else None)
+
+
+def _infer_sharding(mesh, arg_shapes, result_shape):
+    return NamedSharding(mesh, _batch_spec(arg_shapes[0].sharding))
+
+
+def _partition(bind, mesh, arg_shapes, result_shape):
+    batch = NamedSharding(mesh, _batch_spec(arg_shapes[0].sharding))
+    return mesh, bind, batch, (batch, NamedSharding(mesh, PartitionSpec()))
+
+
+def _sharding_rule(rank: int) -> str:
+    """Shardy's factors: the batch shared by input and output, the input
+    channels by input and kernel, spatial axes each their own."""
+    spatial_in, kernel, spatial_out = (" ".join(f"{prefix}{i}" for i in range(rank))
+                                       for prefix in "skr")
+    return f"b {spatial_in} c, {kernel} c f -> b {spatial_out} f"
+
+
+@functools.cache
+def _conv_for(strides: tuple, pads: tuple):
+    """The convolution with these strides and pads: partitioned over the
+    batch under jit, vmapped by folding the mapped axis into the batch."""
+
+    # XLA's partitioner knows nothing of the custom call and would gather a
+    # sharded batch onto every device, each computing the whole batch's
+    # convolution: here the batch stays sharded, each device convolving its
+    # part with the whole kernel (as lax's convolution is partitioned).
+    def bind(x, w):
+        return _conv_p.bind(x, w, strides=strides, pads=pads)
+
+    @custom_partitioning
+    def partitioned(x, w):
+        return bind(x, w)
+
+    partitioned.def_partition(
+        infer_sharding_from_operands=_infer_sharding,
+        partition=functools.partial(_partition, bind),
+        sharding_rule=_sharding_rule(len(strides)))
+
+    @jax.custom_batching.custom_vmap
+    def convolve(x, w):
+        return partitioned(x, w)
+
+    @convolve.def_vmap
+    def _vmapped(axis_size, in_batched, x, w):
+        x_batched, w_batched = in_batched
+        if w_batched:  # a kernel per mapped element: lax's convolution
+            return jax.vmap(functools.partial(_lax_conv, strides=strides, pads=pads),
+                            in_axes=(0 if x_batched else None, 0))(x, w), True
+        out = convolve(x.reshape(axis_size * x.shape[1], *x.shape[2:]), w)
+        return out.reshape(axis_size, x.shape[1], *out.shape[1:]), True
+
+    return convolve
+
+
 def conv(x, w, strides, pads):
     """x [N, *spatial, C] * w [*kernel, C, F] with explicit `pads` ((lo, hi)
     per spatial axis), no dilation or groups; lax's values to float32
-    rounding. Not differentiable by itself."""
-    return _conv_p.bind(x, w, strides=tuple(int(s) for s in strides),
-                        pads=tuple((int(lo), int(hi)) for lo, hi in pads))
+    rounding. Sharded over the batch under jit, vmappable, not
+    differentiable by itself."""
+    _check(x, w, strides, pads)
+    return _conv_for(tuple(int(s) for s in strides),
+                     tuple((int(lo), int(hi)) for lo, hi in pads))(x, w)
 
 
 @functools.cache
@@ -126,7 +190,9 @@ def available() -> bool:
 
 def _check_on_cpu() -> bool:
     try:
-        cpu = jax.devices("cpu")[0]
+        # This process's own device: in a multi-process run, computing on
+        # another process's device would wait for that process forever.
+        cpu = jax.local_devices(backend="cpu")[0]
     except RuntimeError:
         return False
     rng = np.random.default_rng(0)
