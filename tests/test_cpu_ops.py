@@ -77,11 +77,22 @@ def test_models_traced_first_get_onednn_convolutions(monkeypatch):
     # The check's first call usually comes while a model is traced; its
     # own computations must run then, not be staged into that trace.
     monkeypatch.setattr(onednn, "available", functools.cache(onednn.available.__wrapped__))
-    model = build_model("i3d", num_classes=5, width_multiplier=0.125)
-    x = jnp.zeros((1, 4, 16, 16, 3))
-    variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(x)
+    model = build_model("i3d", num_classes=5, width_multiplier=0.25)
+    x = jnp.zeros((1, 8, 64, 64, 3))
+    variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
     hlo = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).as_text()
-    assert hlo.count("__onednn$convolution") == 20  # I3D's convolutions that are not 1x1x1
+    # Conv3d_1a_7x7 (135 MFLOP here) alone reaches cpu_ops.ONEDNN_MIN_FLOPS.
+    assert hlo.count("__onednn$convolution") == 1
+
+
+def test_small_convolutions_keep_xla_s_own_and_stay_cacheable():
+    x, w = jnp.zeros((1, 4, 16, 16, 8)), jnp.zeros((3, 3, 3, 8, 8))
+    dimension_numbers = lax.conv_dimension_numbers(x.shape, w.shape, _LAYOUTS[3])
+    convolve = jax.jit(lambda x, w: cpu_ops.conv_general_dilated(
+        x, w, (1, 1, 1), "SAME", dimension_numbers=dimension_numbers))
+    compiled = convolve.lower(x, w).compile()
+    assert "__onednn" not in compiled.as_text()
+    assert compiled.runtime_executable().serialize()  # what the persistent cache stores
 
 
 @pytest.mark.parametrize("shape,kernel,strides,pads", [

@@ -33,6 +33,7 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from i3d_jax.models import onednn
@@ -249,7 +250,21 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
             feature_group_count=feature_group_count, precision=precision, **kwargs)
-    return same_conv(lhs, rhs, tuple(window_strides), gradient_form(), forward_form())
+    forward = forward_form() if _forward_flops(lhs.shape, rhs.shape, window_strides) >= \
+        ONEDNN_MIN_FLOPS else "stacked_taps"
+    return same_conv(lhs, rhs, tuple(window_strides), gradient_form(), forward)
+
+
+# Convolutions below this many FLOPs keep XLA's own form: oneDNN gains them
+# well under a millisecond, and an executable holding its custom call cannot
+# be serialized, so a program of small ones only (a test's tiny model) stays
+# cacheable by JAX's persistent compilation cache.
+ONEDNN_MIN_FLOPS = 1e8
+
+
+def _forward_flops(x_shape, w_shape, strides) -> float:
+    outputs = np.prod([-(-size // s) for size, s in zip(x_shape[1:-1], strides)])
+    return 2.0 * x_shape[0] * outputs * np.prod(w_shape)
 
 
 def same_conv(x, w, strides, gradients: str, forward: str = "stacked_taps"):
