@@ -50,6 +50,14 @@ def reference_files(*names: str) -> Path:
     return REFERENCE_DIR
 
 
+@pytest.fixture(autouse=True)
+def _restore_xla_flags(monkeypatch):
+    # `i3d_jax.cli.main` adds its default XLA flags to XLA_FLAGS (for the XLA
+    # client that a command starts); called in-process, they must not leak
+    # into the subprocesses of later tests.
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """../shared/reference (or $I3D_REFERENCE_DIR); skips where it is absent (fails in CI)."""

@@ -1,6 +1,7 @@
 """The user flows of `i3d-jax`: predict, features, convert, and their weights."""
 import argparse
 import json
+import os
 import subprocess
 
 import jax
@@ -9,7 +10,7 @@ import pytest
 
 from i3d_jax import weights
 from i3d_jax.checkpoints import ModelMetadata, load_pretrained, save_pretrained
-from i3d_jax.cli import main
+from i3d_jax.cli import main, with_default_xla_flags
 from i3d_jax.inference import LoadedModel
 from i3d_jax.models import InceptionI3d
 
@@ -281,3 +282,18 @@ def test_weights_of_another_architecture_are_named_in_the_error(monkeypatch):
     monkeypatch.setattr(weights, "load_weights", lambda name: (metadata, {}))
     with pytest.raises(ValueError, match=r"^kinetics400-rgb: predict and features run I3D"):
         LoadedModel.from_options(weights="kinetics400-rgb")
+
+
+def test_every_command_gets_the_default_xla_flags_unless_xla_flags_names_them(monkeypatch, capsys):
+    dot = "--xla_cpu_experimental_ynn_fusion_type=dot"
+    assert with_default_xla_flags("") == dot
+    assert with_default_xla_flags(" --xla_force_host_platform_device_count=8 ") == \
+        f"--xla_force_host_platform_device_count=8 {dot}"
+    # The user's own value, an empty list included, is kept as it is.
+    for theirs in ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",
+                   "--xla_cpu_experimental_ynn_fusion_type="):
+        assert with_default_xla_flags(theirs) == theirs
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert os.environ["XLA_FLAGS"] == f"--xla_backend_optimization_level=0 {dot}"

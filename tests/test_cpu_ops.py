@@ -66,6 +66,31 @@ def test_the_gradient_form_is_one_of_the_forms():
                           "eigen")
 
 
+@pytest.mark.parametrize("flags, ynnpack", [
+    ("", True),
+    ("--xla_force_host_platform_device_count=8", True),
+    ("--xla_cpu_experimental_ynn_fusion_type=dot", False),
+    ("--xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type=", False),
+    ("--xla_cpu_experimental_ynn_fusion_type='dot,eltwise'", False),
+    ("--xla_cpu_experimental_ynn_fusion_type=+dot", True),
+    ("--xla_cpu_experimental_ynn_fusion_type=-eltwise,-reduce", True),
+    ("--xla_cpu_experimental_ynn_fusion_type=+dot --xla_cpu_experimental_ynn_fusion_type=dot", False),
+    ("--xla_cpu_experimental_ynn_fusion_type=dot --xla_cpu_experimental_ynn_fusion_type=+dot", True),
+])
+def test_whether_ynnpack_runs_convolutions_is_read_from_xla_flags(flags, ynnpack):
+    assert cpu_ops.ynnpack_runs_convolutions(flags) is ynnpack
+
+
+def test_the_gradient_form_follows_the_cpu_and_xla_flags(monkeypatch):
+    with open("/proc/cpuinfo") as cpuinfo:
+        amx = any(line.startswith("flags") and "amx_tile" in line.split() for line in cpuinfo)
+    pick = cpu_ops.gradient_form.__wrapped__  # uncached: it reads XLA_FLAGS again
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
+    assert pick() == "lax"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    assert pick() == ("lax" if amx else "matrix_products")
+
+
 def test_the_pinned_jaxlib_runs_onednn_convolutions():
     # The fast forward form: were a new jaxlib to drop the custom call, every
     # CPU convolution would quietly fall back to the slower stacked taps.

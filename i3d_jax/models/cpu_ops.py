@@ -9,16 +9,18 @@ to float32 rounding); what differs is which XLA:CPU kernels compute them:
   2D convolution over the temporal taps stacked on the channel axis
   (XLA:CPU's own 3D convolutions are several times slower than its 2D ones);
   a 1x1x1 convolution as one matrix product in both;
-- gradients, in the form `gradient_form()` picks for the CPU: on EPYCs
-  ("matrix_products"), the kernel gradient as one matrix product per group
-  of taps (where those are not too thin: else lax's), contracting the shifted
-  input with the output gradient over batch, time and space (lax's
-  transposed convolution for it is 2-3 times slower there), and the input
-  gradient of a stride-1 convolution as the forward form above on the output
-  gradient with the kernel flipped; on Xeons with AMX ("lax"), the kernel
-  gradient as lax's of the stacked-taps form, which XLA:CPU runs 1.4-3 times
-  faster there than those products, and the input gradient as lax's too
-  unless the forward is oneDNN's (then the flipped-kernel one above);
+- gradients, in the form `gradient_form()` picks for the CPU and XLA's
+  flags: where XLA:CPU hands convolutions to YNNPACK (its default) on a CPU
+  without AMX ("matrix_products"), the kernel gradient as one matrix product
+  per group of taps (where those are not too thin: else lax's), contracting
+  the shifted input with the output gradient over batch, time and space
+  (YNNPACK's transposed convolution for it is up to 2.6 times slower), and
+  the input gradient of a stride-1 convolution as the forward form above on
+  the output gradient with the kernel flipped; on Xeons with AMX, or where
+  XLA:CPU runs convolutions itself ("lax"), the kernel gradient as lax's of
+  the stacked-taps form, which runs 1.2-2 times faster there than those
+  products, and the input gradient as lax's too unless the forward is
+  oneDNN's (then the flipped-kernel one above);
 - BatchNorm's batch statistics and their gradient: sums over rows as wide
   as a frame (`channel_sum`), with a hand-written VJP (`batch_norm`).
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -127,27 +130,66 @@ def forward_form() -> str:
     return "onednn" if onednn.available() else "stacked_taps"
 
 
+# XLA's flag that lists the library fusions XLA:CPU hands to YNNPACK.
+YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+
+
+def ynnpack_runs_convolutions(xla_flags: str | None = None) -> bool:
+    """Whether XLA:CPU hands convolutions to YNNPACK, as it does by default
+    (jaxlib 0.10.2), rather than running them with its own Eigen kernels, as
+    it does once `XLA_FLAGS` (or `xla_flags`) sets YNN_FUSION_FLAG to a list
+    of its own (e.g. "dot"; "+dot" or "-dot" edit the default list and keep
+    the convolutions YNNPACK's).
+
+    XLA reads XLA_FLAGS once, when its CPU client starts: this reads the
+    same variable, so it holds as long as nobody changes it after that.
+    """
+    if xla_flags is None:
+        xla_flags = os.environ.get("XLA_FLAGS", "")
+    values = None
+    for flag in xla_flags.split():
+        name, _, value = flag.partition("=")
+        if name == YNN_FUSION_FLAG:
+            values = value.strip("'\"")  # the last one wins, as in XLA
+    if values is None:
+        return True
+    types = [v for v in values.split(",") if v]
+    if any(t[0] in "+-" for t in types):
+        return True
+    return any("conv" in t for t in types)
+
+
 @functools.cache
 def gradient_form() -> str:
-    """The gradient form that is faster on this machine's CPU: "lax" where it
-    has AMX (Intel's Sapphire Rapids and later), else "matrix_products".
+    """The gradient form that is faster here: "lax" where the CPU has AMX
+    (Intel's Sapphire Rapids and later) or where XLA:CPU runs convolutions
+    with its own kernels (`ynnpack_runs_convolutions()` false), else
+    "matrix_products".
 
-    Measured on 2-core VMs, I3D RGB train step on a 64x224x224 clip: Xeon
-    with AMX, 5.58 s with the matrix products, 3.30 s with lax's gradients
-    (per layer, Conv3d_2c_3x3's kernel gradient 0.92 vs 0.36 s, its input
-    gradient 0.61 vs 0.24 s); EPYC (Zen 4), the matrix products 4.4 s, lax's
-    5.3 s (2 x 32x224x224); EPYC without AVX-512, lax's backward convolutions
-    7-9 times their forward. Both forms compute the same sums
-    (`tests/test_cpu_ops.py` checks each against lax).
+    Measured on 2-core VMs. Xeon with AMX, I3D RGB train step on a
+    64x224x224 clip: 5.58 s with the matrix products, 3.30 s with lax's
+    gradients (Conv3d_2c_3x3's kernel gradient 0.92 vs 0.36 s). EPYC (Zen 4,
+    AVX-512, 2026-12-03), train steps with XLA_FLAGS=YNN_FUSION_FLAG=dot:
+    I3D 1x64x224x224 5.54 -> 4.65 s with lax's gradients, the 3D-ConvNet
+    2x16x112x112 2.12 -> 1.72 s, the main job's 0.250 -> 0.223 s
+    (Conv3d_2c_3x3's kernel gradient 849 vs 431 ms: Eigen's transposed
+    convolution of the stacked taps reads the shifted input in place, the
+    matrix products copy it once per tap group); by default, where YNNPACK
+    takes the convolutions, I3D's step takes 8.76 s with the matrix products
+    and 11.35 s with lax's (that kernel gradient 0.90 against 2.36 s).
+    Both forms compute the same sums (`tests/test_cpu_ops.py` checks each
+    against lax).
     """
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith("flags"):
-                    return "lax" if "amx_tile" in line.split() else "matrix_products"
+                    if "amx_tile" in line.split():
+                        return "lax"
+                    break
     except OSError:
         pass
-    return "matrix_products"
+    return "matrix_products" if ynnpack_runs_convolutions() else "lax"
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
