@@ -128,10 +128,12 @@ def test_small_convolutions_keep_xla_s_own_and_stay_cacheable():
     ((2, 4, 6, 6, 6), (1, 1, 1), (1, 1, 1), ((0, 0), (0, 0), (0, 0))),
     ((2, 11, 10, 4), (3, 3), (2, 1), ((1, 1), (0, 2))),                      # 2D
 ])
-def test_onednn_convolution_values_are_lax_s(shape, kernel, strides, pads):
+@pytest.mark.parametrize("kernel_out_in", [False, True])
+def test_onednn_convolution_values_are_lax_s(shape, kernel, strides, pads, kernel_out_in):
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     w = jax.random.normal(jax.random.PRNGKey(1), (*kernel, shape[-1], 3))
-    ours = jax.jit(onednn.conv, static_argnums=(2, 3))(x, w, strides, pads)
+    given = jnp.swapaxes(w, -1, -2) if kernel_out_in else w  # [*kernel, 3, C]
+    ours = jax.jit(onednn.conv, static_argnums=(2, 3, 4))(x, given, strides, pads, kernel_out_in)
     theirs = lax.conv_general_dilated(
         x, w, strides, pads,
         dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, _LAYOUTS[len(kernel)]))
@@ -139,7 +141,8 @@ def test_onednn_convolution_values_are_lax_s(shape, kernel, strides, pads):
     assert _relative(ours, theirs) < 1e-5
 
 
-def test_onednn_convolution_keeps_a_sharded_batch_sharded():
+@pytest.mark.parametrize("kernel_out_in", [False, True])
+def test_onednn_convolution_keeps_a_sharded_batch_sharded(kernel_out_in):
     # Without its partitioning rule XLA gathers the batch onto every device
     # and each computes the whole batch's convolution.
     assert len(jax.devices()) == 8
@@ -147,12 +150,16 @@ def test_onednn_convolution_keeps_a_sharded_batch_sharded():
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 4, 6, 6, 3))
     w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 3, 4))
     strides, pads = (1, 2, 1), ((1, 1), (0, 1), (1, 1))
+    given = jnp.swapaxes(w, 3, 4) if kernel_out_in else w
     sharded_x = jax.device_put(x, NamedSharding(mesh, P(("data", "fsdp"))))
-    sharded_w = jax.device_put(w, NamedSharding(mesh, P(None, None, None, None, "fsdp")))
-    convolve = jax.jit(onednn.conv, static_argnums=(2, 3))
-    hlo = convolve.lower(sharded_x, sharded_w, strides, pads).compile().as_text()
+    # The kernel's last axis sharded as FSDP shards it: output channels, or
+    # input channels in [*kernel, out, in].
+    sharded_w = jax.device_put(given, NamedSharding(mesh, P(None, None, None, None,
+                                                            None if kernel_out_in else "fsdp")))
+    convolve = jax.jit(onednn.conv, static_argnums=(2, 3, 4))
+    hlo = convolve.lower(sharded_x, sharded_w, strides, pads, kernel_out_in).compile().as_text()
     assert re.findall(r"(\S+) custom-call\(", hlo) == ["f32[1,4,3,6,4]{4,3,2,1,0}"]
-    ours = convolve(sharded_x, sharded_w, strides, pads)
+    ours = convolve(sharded_x, sharded_w, strides, pads, kernel_out_in)
     assert ours.sharding.spec[0] == ("data", "fsdp")
     theirs = lax.conv_general_dilated(x, w, strides, pads,
                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
@@ -174,6 +181,9 @@ def test_onednn_convolution_vmaps_into_its_batch():
 def test_onednn_convolution_names_mismatched_shapes():
     with pytest.raises(ValueError, match=r"input channels 3 != kernel's 4"):
         onednn.conv(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 4, 2)), (1, 1), ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match=r"input channels 3 != kernel's 2 .*\[\*spatial, out, in\]"):
+        onednn.conv(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 3, 2)), (1, 1), ((1, 1), (1, 1)),
+                    kernel_out_in=True)
     with pytest.raises(ValueError, match="not a channels-last"):
         onednn.conv(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 3, 3, 2)), (1, 1), ((1, 1), (1, 1)))
 

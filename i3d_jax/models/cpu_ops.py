@@ -100,12 +100,17 @@ def _padded_conv(x, w, strides, pads, precision=None):
     return out.reshape(batch, out_frames, *out.shape[1:])
 
 
+def _takes_onednn(x, w, strides, pads, forward: str) -> bool:
+    """Whether `forward` "onednn" runs this convolution on oneDNN: float32
+    ones that are not matrix products (those are level: 2.4 against 2.4 ms
+    for I3D's `Conv3d_2b_1x1`)."""
+    return forward == "onednn" and not _is_matrix_product(w.shape, strides, pads) \
+        and x.dtype == w.dtype == jnp.float32
+
+
 def _forward_conv(x, w, strides, pads, forward: str):
-    """`_padded_conv`, or oneDNN's convolution for float32 ones that are not
-    matrix products (those are level: 2.4 against 2.4 ms for I3D's
-    `Conv3d_2b_1x1`)."""
-    if forward == "onednn" and not _is_matrix_product(w.shape, strides, pads) \
-            and x.dtype == w.dtype == jnp.float32:
+    """`_padded_conv`, or oneDNN's convolution where `_takes_onednn`."""
+    if _takes_onednn(x, w, strides, pads, forward):
         return onednn.conv(x, w, strides, pads)
     return _padded_conv(x, w, strides, pads)
 
@@ -208,9 +213,14 @@ def _input_gradient(x, w, strides, pads, dy, forward):
         # Only the first layers are strided, and their input is the clip,
         # whose gradient a train step never asks for: lax's transpose.
         return jax.vjp(lambda x: _padded_conv(x, w, strides, pads), x)[1](dy)[0]
-    flipped = jnp.swapaxes(jnp.flip(w, axis=(0, 1, 2)), 3, 4)
+    flipped = jnp.flip(w, axis=(0, 1, 2))
     transposed_pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(w.shape[:3], pads))
-    return _forward_conv(dy, flipped, strides, transposed_pads, forward).astype(x.dtype)
+    if _takes_onednn(dy, flipped, strides, transposed_pads, forward):
+        # oneDNN reads the kernel as [*taps, out, in]: no transposed copy (the
+        # 3D-Fused net's 3x3x3x2048x512 one took 213 ms of a 1.6 s step).
+        return onednn.conv(dy, flipped, strides, transposed_pads,
+                           kernel_out_in=True).astype(x.dtype)
+    return _padded_conv(dy, jnp.swapaxes(flipped, 3, 4), strides, transposed_pads).astype(x.dtype)
 
 
 def _kernel_gradient(x, w, strides, pads, dy):

@@ -39,33 +39,46 @@ _LAYOUTS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
             3: ("NDHWC", "DHWIO", "NDHWC")}
 
 
-def _output_shape(x_shape, w_shape, strides, pads):
+def _layouts(rank: int, kernel_out_in: bool):
+    """lax's dimension numbers; `kernel_out_in`: the kernel is [*spatial, out, in]."""
+    data, kernel, out = _LAYOUTS[rank]
+    return (data, kernel[:-2] + "OI", out) if kernel_out_in else (data, kernel, out)
+
+
+def _kernel_features(w_shape, kernel_out_in: bool):
+    """(input, output) channels of a kernel."""
+    return (w_shape[-1], w_shape[-2]) if kernel_out_in else (w_shape[-2], w_shape[-1])
+
+
+def _output_shape(x_shape, w_shape, strides, pads, kernel_out_in=False):
     spatial = [(size + lo + hi - k) // s + 1 for size, k, s, (lo, hi)
                in zip(x_shape[1:-1], w_shape[:-2], strides, pads)]
-    return (x_shape[0], *spatial, w_shape[-1])
+    return (x_shape[0], *spatial, _kernel_features(w_shape, kernel_out_in)[1])
 
 
-def _check(x, w, strides, pads):
+def _check(x, w, strides, pads, kernel_out_in=False):
     rank = len(x.shape) - 2
     if rank not in _LAYOUTS or len(w.shape) != rank + 2 or len(strides) != rank \
             or len(pads) != rank:
         raise ValueError(f"onednn.conv: input {x.shape}, kernel {w.shape}, strides {strides} "
                          f"and pads {pads} are not a channels-last 1D, 2D or 3D convolution")
-    if x.shape[-1] != w.shape[-2]:
-        raise ValueError(f"onednn.conv: input channels {x.shape[-1]} != kernel's {w.shape[-2]} "
-                         f"(input {x.shape}, kernel {w.shape})")
+    if x.shape[-1] != _kernel_features(w.shape, kernel_out_in)[0]:
+        raise ValueError(f"onednn.conv: input channels {x.shape[-1]} != kernel's "
+                         f"{_kernel_features(w.shape, kernel_out_in)[0]} (input {x.shape}, kernel "
+                         f"{w.shape}, {'[*spatial, out, in]' if kernel_out_in else '[*spatial, in, out]'})")
     if x.dtype != w.dtype:
         raise ValueError(f"onednn.conv: input {x.dtype} and kernel {w.dtype} differ")
 
 
-def _abstract(x, w, *, strides, pads):
-    _check(x, w, strides, pads)
-    return core.ShapedArray(_output_shape(x.shape, w.shape, strides, pads), x.dtype)
+def _abstract(x, w, *, strides, pads, kernel_out_in):
+    _check(x, w, strides, pads, kernel_out_in)
+    return core.ShapedArray(_output_shape(x.shape, w.shape, strides, pads, kernel_out_in),
+                            x.dtype)
 
 
-def backend_config(kernel_shape, strides, pads) -> str:
+def backend_config(kernel_shape, strides, pads, kernel_out_in=False) -> str:
     """The custom call's backend config: channels-last input and output,
-    [*spatial, in, out] kernel."""
+    a [*spatial, in, out] kernel ([*spatial, out, in] with `kernel_out_in`)."""
     rank = len(strides)
     dims = rank + 2
     data = {"batch_dim": 0, "feature_dim": dims - 1, "spatial_dims": list(range(1, rank + 1))}
@@ -74,7 +87,7 @@ def backend_config(kernel_shape, strides, pads) -> str:
         "feature_groups": 1,
         "input": {"dims": dims, "data": data},
         "kernel": {"dims": dims, "filter": {
-            "input_feature_dim": rank, "output_feature_dim": rank + 1,
+            "input_feature_dim": rank + kernel_out_in, "output_feature_dim": rank + 1 - kernel_out_in,
             "spatial_dims": list(range(rank)), "shape": list(kernel_shape)}},
         "output": {"dims": dims, "data": data},
         "window": {"size": list(kernel_shape[:rank]),
@@ -84,20 +97,20 @@ def backend_config(kernel_shape, strides, pads) -> str:
     return json.dumps({"onednn_conv_config": config})
 
 
-def _lower_cpu(ctx, x, w, *, strides, pads):
+def _lower_cpu(ctx, x, w, *, strides, pads, kernel_out_in):
     x_aval, w_aval = ctx.avals_in
     (out_aval,) = ctx.avals_out
     row_major = [list(range(len(x_aval.shape) - 1, -1, -1))]
     return mlir.custom_call(
         _TARGET, result_types=[mlir.aval_to_ir_type(ctx.module_context, out_aval)],
-        operands=[x, w], backend_config=backend_config(w_aval.shape, strides, pads),
+        operands=[x, w], backend_config=backend_config(w_aval.shape, strides, pads, kernel_out_in),
         api_version=1, operand_layouts=row_major * 2, result_layouts=row_major).results
 
 
-def _lax_conv(x, w, *, strides, pads):
+def _lax_conv(x, w, *, strides, pads, kernel_out_in=False):
     return lax.conv_general_dilated(
-        x, w, strides, pads,
-        dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, _LAYOUTS[x.ndim - 2]))
+        x, w, strides, pads, dimension_numbers=lax.conv_dimension_numbers(
+            x.shape, w.shape, _layouts(x.ndim - 2, kernel_out_in)))
 
 
 _conv_p = Primitive("i3d_onednn_conv")
@@ -122,16 +135,17 @@ def _partition(bind, mesh, arg_shapes, result_shape):
     return mesh, bind, batch, (batch, NamedSharding(mesh, PartitionSpec()))
 
 
-def _sharding_rule(rank: int) -> str:
+def _sharding_rule(rank: int, kernel_out_in: bool = False) -> str:
     """Shardy's factors: the batch shared by input and output, the input
     channels by input and kernel, spatial axes each their own."""
     spatial_in, kernel, spatial_out = (" ".join(f"{prefix}{i}" for i in range(rank))
                                        for prefix in "skr")
-    return f"b {spatial_in} c, {kernel} c f -> b {spatial_out} f"
+    features = "f c" if kernel_out_in else "c f"
+    return f"b {spatial_in} c, {kernel} {features} -> b {spatial_out} f"
 
 
 @functools.cache
-def _conv_for(strides: tuple, pads: tuple):
+def _conv_for(strides: tuple, pads: tuple, kernel_out_in: bool):
     """The convolution with these strides and pads: partitioned over the
     batch under jit, vmapped by folding the mapped axis into the batch."""
 
@@ -140,7 +154,7 @@ def _conv_for(strides: tuple, pads: tuple):
     # convolution: here the batch stays sharded, each device convolving its
     # part with the whole kernel (as lax's convolution is partitioned).
     def bind(x, w):
-        return _conv_p.bind(x, w, strides=strides, pads=pads)
+        return _conv_p.bind(x, w, strides=strides, pads=pads, kernel_out_in=kernel_out_in)
 
     @custom_partitioning
     def partitioned(x, w):
@@ -149,7 +163,7 @@ def _conv_for(strides: tuple, pads: tuple):
     partitioned.def_partition(
         infer_sharding_from_operands=_infer_sharding,
         partition=functools.partial(_partition, bind),
-        sharding_rule=_sharding_rule(len(strides)))
+        sharding_rule=_sharding_rule(len(strides), kernel_out_in))
 
     @jax.custom_batching.custom_vmap
     def convolve(x, w):
@@ -159,7 +173,8 @@ def _conv_for(strides: tuple, pads: tuple):
     def _vmapped(axis_size, in_batched, x, w):
         x_batched, w_batched = in_batched
         if w_batched:  # a kernel per mapped element: lax's convolution
-            return jax.vmap(functools.partial(_lax_conv, strides=strides, pads=pads),
+            return jax.vmap(functools.partial(_lax_conv, strides=strides, pads=pads,
+                                              kernel_out_in=kernel_out_in),
                             in_axes=(0 if x_batched else None, 0))(x, w), True
         out = convolve(x.reshape(axis_size * x.shape[1], *x.shape[2:]), w)
         return out.reshape(axis_size, x.shape[1], *out.shape[1:]), True
@@ -167,14 +182,16 @@ def _conv_for(strides: tuple, pads: tuple):
     return convolve
 
 
-def conv(x, w, strides, pads):
-    """x [N, *spatial, C] * w [*kernel, C, F] with explicit `pads` ((lo, hi)
-    per spatial axis), no dilation or groups; lax's values to float32
-    rounding. Sharded over the batch under jit, vmappable, not
-    differentiable by itself."""
-    _check(x, w, strides, pads)
+def conv(x, w, strides, pads, kernel_out_in: bool = False):
+    """x [N, *spatial, C] * w [*kernel, C, F] (w [*kernel, F, C] with
+    `kernel_out_in`: oneDNN reorders the kernel anyway, so a transposed one
+    costs nothing here, and an input gradient's flipped kernel needs no
+    transpose of its own) with explicit `pads` ((lo, hi) per spatial axis),
+    no dilation or groups; lax's values to float32 rounding. Sharded over the
+    batch under jit, vmappable, not differentiable by itself."""
+    _check(x, w, strides, pads, kernel_out_in)
     return _conv_for(tuple(int(s) for s in strides),
-                     tuple((int(lo), int(hi)) for lo, hi in pads))(x, w)
+                     tuple((int(lo), int(hi)) for lo, hi in pads), bool(kernel_out_in))(x, w)
 
 
 @functools.cache
