@@ -30,6 +30,8 @@ def _relative(ours, theirs) -> float:
     ((2, 4, 7, 7, 6), (1, 1, 1), (1, 1, 1)),        # a matrix product
     ((2, 4, 6, 6, 4), (2, 2, 2), (1, 1, 1)),        # even kernel: SAME pads more at the end
     ((2, 1, 11, 10, 3), (3, 3, 3), (1, 2, 2)),      # one frame
+    ((1, 2, 3, 3, 40), (3, 3, 3), (1, 1, 1)),       # kernel larger than the activations
+    ((1, 2, 3, 4, 40), (2, 2, 2), (1, 1, 1)),       # that, with SAME's uneven pads
     ((2, 11, 10, 3), (7, 7), (2, 2)),               # Inception-v1's first conv
     ((2, 11, 10, 4), (3, 3), (1, 1)),
 ])
