@@ -265,12 +265,20 @@ def _kernel_gradient(x, w, strides, pads, dy):
 
 # From this many input channels on, `_lax_kernel_gradient` builds the
 # operands of XLA's transposed convolution itself (below, level or slower:
-# the 3D-ConvNet's conv1a, 3 channels, 88 against 95 ms).
-_LAID_OUT_CHANNELS = 64
+# the 3D-ConvNet's conv1a, 3 channels, 88 against 95 ms; from 16 on faster:
+# Inception-v1's Mixed_3c 3x3 of 32 channels on one image 0.9 -> 0.4 ms).
+_LAID_OUT_CHANNELS = 16
+# A strided convolution's kernel gradient over fewer images (batch x output
+# frames) than this is `_kernel_gradient`'s matrix products: Eigen's dilated
+# transposed convolution is slow there (Inception-v1's Conv2d_1a_7x7 on one
+# 224x224 flow stack 85.7 against 37.8 ms, on one RGB frame 15.7 against 3.9;
+# on 5 it is the faster, 124 against 238 ms).
+_FEW_IMAGES = 4
 
 
 def _lax_kernel_gradient(x, w, strides, pads, dy):
-    """lax's kernel gradient of the stacked-taps form, as one 2D convolution
+    """lax's kernel gradient of the stacked-taps form (for XLA:CPU's own
+    convolutions), as one 2D convolution
     of the taps stacked on the batch axis with the output gradient as its
     kernel, its operands laid out as XLA:CPU's Eigen convolution reads them
     ([taps x channels, height, width, frames] and [height, width, frames,
@@ -278,11 +286,15 @@ def _lax_kernel_gradient(x, w, strides, pads, dy):
     stacked copy again (2-core EPYC, Eigen's convolutions: Mixed_3b's 3x3x3
     154 -> 128 ms, the 3D-ConvNet's conv4b 85 -> 59 ms; the same sums)."""
     taps, height, width, channels, features = w.shape
-    if channels < _LAID_OUT_CHANNELS:
-        return jax.vjp(lambda w: _padded_conv(x, w, strides, pads), w)[1](dy)[0]
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     batch, frames = dy.shape[:2]
     images = batch * frames
+    if any(s != 1 for s in strides) and images < _FEW_IMAGES:
+        return _kernel_gradient(x, w, strides, pads, dy)
+    if channels < _LAID_OUT_CHANNELS or _is_matrix_product(w.shape, strides, pads):
+        # A 1x1x1 one: lax's transposed matrix product (I3D's Conv3d_2b_1x1
+        # 24 ms, laid out as below 31 ms).
+        return jax.vjp(lambda w: _padded_conv(x, w, strides, pads), w)[1](dy)[0]
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
 
     def tap(a):  # [channels, height, width, images]: the frames tap `a` reads
         frames_read = lax.slice_in_dim(x, a, a + (frames - 1) * strides[0] + 1, strides[0], axis=1)
