@@ -277,14 +277,14 @@ _FEW_IMAGES = 4
 
 
 def _lax_kernel_gradient(x, w, strides, pads, dy):
-    """lax's kernel gradient of the stacked-taps form (for XLA:CPU's own
-    convolutions), as one 2D convolution
-    of the taps stacked on the batch axis with the output gradient as its
-    kernel, its operands laid out as XLA:CPU's Eigen convolution reads them
-    ([taps x channels, height, width, frames] and [height, width, frames,
-    features]): one copy of the input, where lax's own transposes the
-    stacked copy again (2-core EPYC, Eigen's convolutions: Mixed_3b's 3x3x3
-    154 -> 128 ms, the 3D-ConvNet's conv4b 85 -> 59 ms; the same sums)."""
+    """The kernel gradient for XLA:CPU's own (Eigen) convolutions: lax's of
+    the stacked-taps form, as one 2D convolution of the taps stacked on the
+    batch axis with the output gradient as its kernel, its operands laid out
+    as Eigen reads them ([taps x channels, height, width, frames] and
+    [height, width, frames, features]): one copy of the input, where lax's
+    own transposes the stacked copy again (2-core EPYC: Mixed_3b's 3x3x3
+    154 -> 128 ms, the 3D-ConvNet's conv4b 85 -> 59 ms; the same sums).
+    Thin, 1x1x1 and few-image strided ones take the forms named below."""
     taps, height, width, channels, features = w.shape
     batch, frames = dy.shape[:2]
     images = batch * frames
