@@ -7,12 +7,8 @@ import os
 # compiles a tiny train step in 30% less time (the suite's real-size tests too
 # ran faster with it: 141 s -> 114 s for test_cli, test_parity_pytorch_i3d and
 # test_inflate); subprocesses inherit both.
-# The `i3d-jax` command's own XLA flag too (`cli.DEFAULT_XLA_FLAGS`): the tests
-# then run the form users get, and in-process tests share JAX's persistent
-# compilation cache with the command-line runs (its keys include the flags).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                                   "--xla_backend_optimization_level=0 "
-                                   "--xla_cpu_experimental_ynn_fusion_type=dot")
+                                   "--xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
