@@ -13,6 +13,7 @@ import pytest
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from i3d_jax import sharding
 from i3d_jax.models import build_model, cpu_ops, onednn
 from i3d_jax.models.layers import BatchNorm
 
@@ -167,6 +168,32 @@ def test_onednn_convolution_keeps_a_sharded_batch_sharded(kernel_out_in):
     theirs = lax.conv_general_dilated(x, w, strides, pads,
                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
     assert _relative(ours, theirs) < 1e-5
+
+
+@pytest.mark.parametrize("gradients", cpu_ops.GRADIENT_FORMS)
+@pytest.mark.parametrize("forward", cpu_ops.FORWARD_FORMS)
+def test_gradients_of_a_sharded_batch_are_one_device_s(gradients, forward):
+    """The batch over 8 devices, the kernel's output channels over 4 (as the
+    train step's FSDP shards them): XLA partitions each form's backward, the
+    laid-out kernel gradient's batch-into-images reshapes included."""
+    mesh = sharding.make_mesh(2, 4)
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 4, 6, 6, 16))
+    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 16, 8))
+    dy = jax.random.normal(jax.random.PRNGKey(2), (8, 4, 6, 6, 8))
+
+    @jax.jit
+    def grads(x, w, dy):
+        return jax.vjp(lambda x, w: cpu_ops.same_conv(x, w, (1, 1, 1), gradients, forward),
+                       x, w)[1](dy)
+
+    batch = NamedSharding(mesh, P(("data", "fsdp")))
+    dx, dw = grads(jax.device_put(x, batch),
+                   jax.device_put(w, NamedSharding(mesh, P(None, None, None, None, "fsdp"))),
+                   jax.device_put(dy, batch))
+    one_dx, one_dw = grads(x, w, dy)
+    assert dx.sharding.spec[0] == ("data", "fsdp")
+    assert _relative(dx, one_dx) < 1e-5
+    assert _relative(dw, one_dw) < 1e-5
 
 
 def test_onednn_convolution_vmaps_into_its_batch():
