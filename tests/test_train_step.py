@@ -137,7 +137,7 @@ def test_per_device_batch_norm_uses_each_shards_statistics(single_device_run):
     running statistics are the average of the 8 shards' updates."""
     mesh = sharding.make_mesh(8, 1)
     batch = batches(1)[0]
-    states, losses, _ = run_steps(mesh, [batch])
+    states, losses, _ = run_steps(mesh, [batch], batch_norm="per_device")
 
     one = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
     fns = step_functions(one)
