@@ -129,7 +129,7 @@ def test_a_checkpoint_write_does_not_hold_up_the_next_steps(tiny_data_dir, tmp_p
 
     release, outcome = threading.Event(), {}
 
-    real_async_save = ocp.StandardCheckpointHandler.async_save
+    real_async_save = ocp.PyTreeCheckpointHandler.async_save
 
     async def held_async_save(self, directory, *args, **kwargs):
         futures = await real_async_save(self, directory, *args, **kwargs) or []
@@ -153,7 +153,7 @@ def test_a_checkpoint_write_does_not_hold_up_the_next_steps(tiny_data_dir, tmp_p
         def save(self, prefix):
             return self.inner.save(prefix)
 
-    monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", held_async_save)
+    monkeypatch.setattr(ocp.PyTreeCheckpointHandler, "async_save", held_async_save)
     monkeypatch.setattr(train, "_train_iterator", ReleasingAtStep4)
     config = tiny_config(tiny_data_dir, **{"model.architecture": "conv3d", "total_steps": 4,
                                            "checkpoint_every_steps": 2,
