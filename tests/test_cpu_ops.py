@@ -17,7 +17,7 @@ from i3d_jax import sharding
 from i3d_jax.models import build_model, cpu_ops, onednn
 from i3d_jax.models.layers import BatchNorm
 
-_LAYOUTS = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+_LAYOUTS = onednn.CHANNELS_LAST
 
 
 def _relative(ours, theirs) -> float:

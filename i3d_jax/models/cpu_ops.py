@@ -96,7 +96,7 @@ def _padded_conv(x, w, strides, pads, precision=None):
     kernel = jnp.transpose(w, (1, 2, 0, 3, 4)).reshape(height, width, taps * channels, features)
     out = lax.conv_general_dilated(
         stacked, kernel, tuple(strides[1:]), tuple(pads[1:]),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+        dimension_numbers=onednn.CHANNELS_LAST[2], precision=precision)
     return out.reshape(batch, out_frames, *out.shape[1:])
 
 
@@ -303,7 +303,7 @@ def _lax_kernel_gradient(x, w, strides, pads, dy):
     lhs = jnp.concatenate([tap(a) for a in range(taps)])
     rhs = jnp.transpose(dy.reshape(images, *dy.shape[2:]), (1, 2, 0, 3))
     out = lax.conv_general_dilated(lhs, rhs, (1, 1), ((0, 0), (0, 0)), rhs_dilation=strides[1:],
-                                   dimension_numbers=_CHANNELS_LAST[2])
+                                   dimension_numbers=onednn.CHANNELS_LAST[2])
     # [taps x channels, height, width, features] -> [taps, height, width, channels, features]
     return jnp.transpose(out.reshape(taps, channels, height, width, features), (0, 2, 3, 1, 4))
 
@@ -329,7 +329,7 @@ def _conv3d_same_backward(strides, gradients, forward, residuals, dy):
 
 conv3d_same.defvjp(_conv3d_same_forward, _conv3d_same_backward)
 
-_CHANNELS_LAST = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+_CHANNELS_LAST = {rank: onednn.CHANNELS_LAST[rank] for rank in (2, 3)}  # the ranks rewritten
 
 
 def is_plain_same_conv(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,

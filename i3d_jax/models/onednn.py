@@ -35,13 +35,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 _LOG = logging.getLogger(__name__)
 _TARGET = "__onednn$convolution"
-_LAYOUTS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
-            3: ("NDHWC", "DHWIO", "NDHWC")}
+# lax's dimension numbers of channels-last convolutions, by spatial rank.
+CHANNELS_LAST = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
+                 3: ("NDHWC", "DHWIO", "NDHWC")}
 
 
 def _layouts(rank: int, kernel_out_in: bool):
     """lax's dimension numbers; `kernel_out_in`: the kernel is [*spatial, out, in]."""
-    data, kernel, out = _LAYOUTS[rank]
+    data, kernel, out = CHANNELS_LAST[rank]
     return (data, kernel[:-2] + "OI", out) if kernel_out_in else (data, kernel, out)
 
 
@@ -58,7 +59,7 @@ def _output_shape(x_shape, w_shape, strides, pads, kernel_out_in=False):
 
 def _check(x, w, strides, pads, kernel_out_in=False):
     rank = len(x.shape) - 2
-    if rank not in _LAYOUTS or len(w.shape) != rank + 2 or len(strides) != rank \
+    if rank not in CHANNELS_LAST or len(w.shape) != rank + 2 or len(strides) != rank \
             or len(pads) != rank:
         raise ValueError(f"onednn.conv: input {x.shape}, kernel {w.shape}, strides {strides} "
                          f"and pads {pads} are not a channels-last 1D, 2D or 3D convolution")
