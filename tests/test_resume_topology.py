@@ -1,6 +1,7 @@
 """Resumes as a pod does them: a run saved on 8 devices (data=2 x fsdp=4) goes on
 on 4 devices and on 1 with the losses of a run never interrupted and exactly its
-batches; a checkpoint write does not hold up the steps after it.
+batches; a checkpoint write does not hold up the steps after it, nor does a
+replicated state's save compile a slice per device.
 
 In one process with 8 fake CPU devices: a smaller topology is the trainer's mesh
 over the first devices. A tiny 3D-ConvNet with BatchNorm frozen (statistics of
@@ -161,3 +162,34 @@ def test_a_checkpoint_write_does_not_hold_up_the_next_steps(tiny_data_dir, tmp_p
     train.train_and_evaluate(config, tmp_path)
     assert outcome == {"held": True, "released_by_training": True}
     assert checkpoints.training_manager(tmp_path, read_only=True).all_steps() == [2, 4]
+
+
+@pytest.mark.parametrize("min_bytes,slices", [(None, 0), (0, 8)])
+def test_a_replicated_state_is_saved_without_slicing_it_on_each_device(tmp_path, monkeypatch,
+                                                                       caplog, min_bytes, slices):
+    """Orbax would split each replicated array among its 8 replicas, slicing it on
+    every device, each slice a compile of its own (1056 for the tiny I3D's first
+    save); arrays under checkpoints._REPLICA_PARALLEL_MIN_BYTES are not split
+    (with no minimum: one slice per device). The state round-trips, its RBG key too."""
+    from i3d_jax import checkpoints, sharding
+
+    if min_bytes is not None:
+        monkeypatch.setattr(checkpoints, "_REPLICA_PARALLEL_MIN_BYTES", min_bytes)
+    replicated = jax.sharding.NamedSharding(sharding.make_mesh(8, 1),
+                                            jax.sharding.PartitionSpec())
+    state = {"kernel": jax.device_put(np.arange(3 * 3 * 8 * 16, dtype=np.float32)
+                                      .reshape(3, 3, 8, 16), replicated),
+             "rng": jax.device_put(jax.random.key(3, impl="rbg"), replicated)}
+    manager = checkpoints.training_manager(tmp_path)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        checkpoints.save_training(manager, 1, state, None, checkpoints.ModelMetadata())
+        manager.wait_until_finished()
+    compiled = [r for r in caplog.records if r.getMessage().startswith("Compiling jit(slice)")]
+    assert len(compiled) == slices
+    abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
+    restored = checkpoints.restore_training(manager, 1, abstract,
+                                            jax.tree.map(lambda _: replicated, state), None)
+    np.testing.assert_array_equal(restored["kernel"], state["kernel"])
+    assert restored["rng"].dtype == state["rng"].dtype
+    np.testing.assert_array_equal(jax.random.key_data(restored["rng"]),
+                                  jax.random.key_data(state["rng"]))
