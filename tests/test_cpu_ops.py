@@ -35,6 +35,8 @@ def _relative(ours, theirs) -> float:
     ((1, 2, 3, 3, 40), (3, 3, 3), (1, 1, 1)),       # kernel larger than the activations
     ((1, 2, 3, 4, 40), (2, 2, 2), (1, 1, 1)),       # that, with SAME's uneven pads
     ((2, 11, 10, 3), (7, 7), (2, 2)),               # Inception-v1's first conv
+    ((1, 11, 9, 20), (7, 7), (2, 2)),               # that on a flow stack: phases
+    ((1, 10, 11, 16), (2, 1), (3, 2)),              # kernel smaller than the strides
     ((2, 11, 10, 4), (3, 3), (1, 1)),
 ])
 @pytest.mark.parametrize("gradients", cpu_ops.GRADIENT_FORMS)
