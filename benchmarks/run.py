@@ -44,6 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.machine import available_cores, machine_record, time_calls  # noqa: E402
+from i3d_jax.launch import HUGE_PAGES  # noqa: E402
 
 ARCHITECTURES = ("i3d", "convnet_lstm", "conv3d", "two_stream", "two_stream_fused",
                  "two_stream_i3d")
@@ -351,8 +352,12 @@ XLA_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type=dot"
 
 
 def worker_env(args) -> dict:
+    """Every worker's environment: XLA_FLAGS plus `--xla-flags` (JAX's only), and
+    GLIBC_TUNABLES set to `--glibc-tunables` for both frameworks alike."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+    if args.glibc_tunables is not None:
+        env["GLIBC_TUNABLES"] = args.glibc_tunables
     return env
 
 
@@ -415,6 +420,10 @@ def main(argv=None) -> int:
     parser.add_argument("--xla-flags", default=XLA_WORKAROUND,
                         help="added to XLA_FLAGS in every JAX process (default: %(default)s; "
                              "'' for XLA's defaults)")
+    parser.add_argument("--glibc-tunables", default=HUGE_PAGES,
+                        help="GLIBC_TUNABLES of every worker, ours and PyTorch's (default: "
+                             "%(default)s, what `i3d-jax` runs with: i3d_jax/launch.py; '' for "
+                             "glibc's defaults)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", choices=("jax", *PEERS, "jax_reference", "torch_check"),
                         help=argparse.SUPPRESS)
@@ -454,6 +463,7 @@ def main(argv=None) -> int:
     record = {"command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
               "machine": machine_record(), "cpu_peak_gflops": peak, "cpu_peak": peak_how,
               "dtype": "float32", "batch": args.batch, "xla_flags_added": args.xla_flags,
+              "glibc_tunables": args.glibc_tunables,
               "rows": []}
     from importlib import metadata
 
@@ -493,7 +503,8 @@ def main(argv=None) -> int:
     m = record["machine"]
     print(f"{m['cpu']} ({', '.join(m['isa'])}), {m['cores_available']} cores; peak "
           f"{peak:.0f} GFLOP/s ({peak_how}); float32; "
-          f"jax {record['versions']['jax']}, torch {record['versions']['torch']}")
+          f"jax {record['versions']['jax']}, torch {record['versions']['torch']}; "
+          f"XLA_FLAGS +{args.xla_flags!r}, GLIBC_TUNABLES={args.glibc_tunables!r}")
     print(table)
     return 0
 

@@ -2,13 +2,16 @@
 import argparse
 import json
 import os
+import platform
 import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from i3d_jax import weights
+import i3d_jax
+from i3d_jax import launch, weights
 from i3d_jax.checkpoints import ModelMetadata, load_pretrained, save_pretrained
 from i3d_jax.cli import main, with_default_xla_flags
 from i3d_jax.inference import LoadedModel
@@ -297,3 +300,44 @@ def test_every_command_gets_the_default_xla_flags_unless_xla_flags_names_them(mo
     with pytest.raises(SystemExit):
         main(["--version"])
     assert os.environ["XLA_FLAGS"] == f"--xla_backend_optimization_level=0 {dot}"
+
+
+def test_the_program_runs_itself_once_with_huge_pages_for_glibc(monkeypatch):
+    assert launch.with_huge_pages("") == "glibc.malloc.hugetlb=1"
+    assert launch.with_huge_pages("glibc.malloc.arena_max=2") == \
+        "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert launch.with_huge_pages("glibc.malloc.hugetlb=0") is None  # the user's choice
+    execs, cli_runs = [], []
+
+    class Replaced(Exception):
+        """os.execv does not return: the process becomes the new program."""
+
+    def execv(path, argv):
+        execs.append((path, argv))
+        raise Replaced
+
+    monkeypatch.setattr(launch.os, "execv", execv)
+    monkeypatch.setattr("i3d_jax.cli.main", lambda: cli_runs.append(os.environ["GLIBC_TUNABLES"]))
+    monkeypatch.setattr(launch, "runs_on_glibc", lambda: True)
+    monkeypatch.setattr(sys, "argv", ["i3d-jax", "train", "--workdir", "w"])
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    with pytest.raises(Replaced):
+        launch.main()
+    assert execs == [(sys.executable, [sys.executable, "-m", "i3d_jax", "train", "--workdir", "w"])]
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    # The process it becomes finds the tunable named and runs the command.
+    execs.clear()
+    launch.main()
+    assert not execs and cli_runs == ["glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"]
+    monkeypatch.setattr(launch, "runs_on_glibc", lambda: False)
+    monkeypatch.setenv("GLIBC_TUNABLES", "")
+    launch.main()
+    assert not execs and cli_runs[-1] == ""
+
+
+def test_the_program_s_second_start_runs_the_command():
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    done = subprocess.run([sys.executable, "-m", "i3d_jax", "--version"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout == f"i3d-jax {i3d_jax.__version__}\n"
+    assert launch.runs_on_glibc() == (platform.libc_ver()[0] == "glibc")
