@@ -37,7 +37,8 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from i3d_jax import checkpoints, sharding
-from i3d_jax.models import build_model
+from i3d_jax.models import build_model, cpu_ops
+from i3d_jax.models.layers import resolve_conv_impl
 
 if TYPE_CHECKING:  # the GPU benchmark imports the step where ml_collections is absent
     import ml_collections
@@ -347,19 +348,41 @@ class StepFunctions:
             grads = jax.tree.map(lambda g: g / k, grads)
             loss, accuracy = loss / k, accuracy / k
 
-        grad_norm = optax.global_norm(grads)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        grad_norm = self.gradient_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep_going = finite & (state.first_bad_step < 0)
-        updated = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
-                                opt_state=opt_state)
-        new_state = jax.tree.map(lambda new, old: jnp.where(keep_going, new, old), updated, state)
+
+        def updated(state):
+            updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+            return state.replace(step=state.step + 1,
+                                 params=optax.apply_updates(state.params, updates),
+                                 batch_stats=new_stats, opt_state=opt_state)
+
+        if self.runs_cpu_forms():
+            # On XLA:CPU a conditional rather than a select between the new state
+            # and the old: selecting made XLA copy every parameter's old momentum
+            # before updating it in place (a Two-Stream step: 252 copies).
+            new_state = jax.lax.cond(keep_going, updated, lambda state: state, state)
+        else:
+            # Elsewhere a select: XLA:GPU's conditionals have waited on the host
+            # for their predicate, which would hold up the rest of the step.
+            new_state = jax.tree.map(lambda new, old: jnp.where(keep_going, new, old),
+                                     updated(state), state)
         new_state = new_state.replace(first_bad_step=jnp.where(
             (state.first_bad_step < 0) & ~finite, state.step + 1, state.first_bad_step))
         metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm,
                    "learning_rate": jnp.asarray(self.schedule(state.step), jnp.float32)}
         return new_state, metrics
+
+    def runs_cpu_forms(self) -> bool:
+        """Whether the model computes in XLA:CPU's fast forms (`conv_impl` "cpu",
+        what "auto" is on the CPU backend): the step's own arithmetic follows."""
+        return resolve_conv_impl(getattr(self.model, "conv_impl", "native")) == "cpu"
+
+    def gradient_norm(self, grads):
+        """The global norm of `grads`: `cpu_ops.global_norm` with the CPU forms,
+        optax's elsewhere (the same value, in another order)."""
+        return cpu_ops.global_norm(grads) if self.runs_cpu_forms() else optax.global_norm(grads)
 
     def eval_step(self, params, batch_stats, batch):
         """{"logits": [B, C], and each of `eval_endpoints`} of eval batches [B, V, T, ...],

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -350,3 +351,20 @@ def test_a_train_step_s_gradients_are_the_native_ones(form, monkeypatch):
         assert a.dtype == jnp.float64
         scale = float(jnp.max(jnp.abs(b)))
         assert float(jnp.max(jnp.abs(a - b))) <= 1e-8 * scale + floor, jax.tree_util.keystr(path)
+
+
+def test_global_norm_is_optax_s():
+    keys = jax.random.split(jax.random.PRNGKey(0), 5)
+    tree = {"kernel": jax.random.normal(keys[0], (3, 3, 16, 32)),   # as a matrix product
+            "odd": jax.random.normal(keys[1], (4099,)),             # not a multiple of 8
+            "small": jax.random.normal(keys[2], (64,)),
+            "scaled": 1e3 * jax.random.normal(keys[3], (64, 128)),
+            "bf16": jax.random.normal(keys[4], (128, 64)).astype(jnp.bfloat16)}
+    ours = jax.jit(cpu_ops.global_norm)(tree)
+    assert ours.dtype == jnp.float32
+    leaves = [np.asarray(leaf, np.float64).ravel() for leaf in jax.tree.leaves(tree)]
+    exact = np.sqrt(sum(np.dot(leaf, leaf) for leaf in leaves))
+    np.testing.assert_allclose(float(ours), exact, rtol=1e-6)
+    np.testing.assert_allclose(float(ours), float(optax.global_norm(tree)), rtol=1e-6)
+    assert np.isnan(float(cpu_ops.global_norm({**tree, "kernel": tree["kernel"].at[1].set(jnp.nan)})))
+    assert np.isinf(float(cpu_ops.global_norm({**tree, "kernel": tree["kernel"].at[1].set(jnp.inf)})))

@@ -51,12 +51,14 @@ def initial_state():
 _STEPS = {}
 
 
-def compiled_step(mesh, fsdp_min_size, frozen, gradient_form=None, **kwargs):
+def compiled_step(mesh, fsdp_min_size, frozen, gradient_form=None, conv_impl=None, **kwargs):
     """The jitted step and state shardings, shared by tests that ask for the same."""
-    key = (tuple(mesh.shape.values()), fsdp_min_size, frozen, gradient_form,
+    key = (tuple(mesh.shape.values()), fsdp_min_size, frozen, gradient_form, conv_impl,
            tuple(sorted(kwargs.items())))
     if key not in _STEPS:
-        model = tiny_model(frozen_batch_norm=True) if frozen else None
+        fields = {**({"frozen_batch_norm": True} if frozen else {}),
+                  **({"conv_impl": conv_impl} if conv_impl else {})}
+        model = tiny_model(**fields) if fields else None
         fns = step_functions(mesh, model, **kwargs)
         shardings = sharding.tree_shardings(initial_state(), mesh,
                                             fsdp_min_size)
@@ -64,10 +66,13 @@ def compiled_step(mesh, fsdp_min_size, frozen, gradient_form=None, **kwargs):
     return _STEPS[key]
 
 
-def run_steps(mesh, data, *, fsdp_min_size=64, frozen=False, gradient_form=None, **kwargs):
+def run_steps(mesh, data, *, fsdp_min_size=64, frozen=False, gradient_form=None, conv_impl=None,
+              **kwargs):
     """(states after each step as numpy, losses, last state) of len(data) steps on
-    `mesh`; `gradient_form` (one of cpu_ops.GRADIENT_FORMS) in place of this CPU's."""
-    step, shardings = compiled_step(mesh, fsdp_min_size, frozen, gradient_form, **kwargs)
+    `mesh`; `gradient_form` (one of cpu_ops.GRADIENT_FORMS) in place of this CPU's,
+    `conv_impl` in place of the model's default."""
+    step, shardings = compiled_step(mesh, fsdp_min_size, frozen, gradient_form, conv_impl,
+                                    **kwargs)
     # A copy: the step donates its state.
     state = jax.device_put(jax.tree.map(jnp.copy, initial_state()), shardings)
     states, losses = [], []
@@ -175,11 +180,13 @@ def test_gradient_accumulation_equals_one_big_batch():
     assert_trees_close(accumulated[-1]["batch_stats"], whole[0]["batch_stats"], rtol=0, atol=0)
 
 
-def test_non_finite_loss_freezes_the_state_and_names_the_step():
+# The CPU forms keep the state through a conditional, the others through a select.
+@pytest.mark.parametrize("conv_impl", ["cpu", "native"])
+def test_non_finite_loss_freezes_the_state_and_names_the_step(conv_impl):
     mesh = sharding.make_mesh(8, 1)
     data = batches(3)
     data[1]["rgb"][0, 0, 0, 0, 0] = np.nan
-    states, losses, final = run_steps(mesh, data)
+    states, losses, final = run_steps(mesh, data, conv_impl=conv_impl)
     assert np.isfinite(losses[0]) and not np.isfinite(losses[1])
     assert int(final.first_bad_step) == 2  # the second step went wrong
     assert int(final.step) == 1  # ... and nothing after the first was kept

@@ -565,3 +565,31 @@ def _batch_norm_backward(epsilon, residuals, cotangents):
 
 
 batch_norm.defvjp(_batch_norm_forward, _batch_norm_backward)
+
+
+# Leaves of fewer entries are summed as they are (the matrix product gains nothing).
+_GRAM_MIN_SIZE = 4096
+_GRAM_WIDTH = 8
+
+
+def sum_of_squares(x):
+    """sum(x ** 2) in float32 or wider, as the trace of a [8, 8] matrix product
+    (x as [n / 8, 8], contracted over its rows) where x has at least
+    _GRAM_MIN_SIZE entries and a multiple of 8.
+
+    XLA:CPU computes jnp.sum(jnp.square(x)) as a materialised square and a
+    tree of reduce-windows; the product reads x once, in place. The same sum
+    in another order, for 16 FLOPs an entry. A tree of 31M float32 entries
+    (2-core EPYC): 66 -> 21 ms without huge pages, 44 -> 18 ms with them.
+    """
+    x = x.reshape(-1).astype(jnp.promote_types(x.dtype, jnp.float32))
+    if x.size < _GRAM_MIN_SIZE or x.size % _GRAM_WIDTH:
+        return jnp.sum(jnp.square(x))
+    rows = x.reshape(-1, _GRAM_WIDTH)
+    gram = lax.dot_general(rows, rows, (((0,), (0,)), ((), ())), precision=lax.Precision.HIGHEST)
+    return jnp.trace(gram)
+
+
+def global_norm(tree):
+    """optax.global_norm of `tree`'s leaves, their squares summed by `sum_of_squares`."""
+    return jnp.sqrt(sum(sum_of_squares(leaf) for leaf in jax.tree.leaves(tree)))
