@@ -356,8 +356,7 @@ def worker_env(args) -> dict:
     GLIBC_TUNABLES set to `--glibc-tunables` for both frameworks alike."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
-    if args.glibc_tunables is not None:
-        env["GLIBC_TUNABLES"] = args.glibc_tunables
+    env["GLIBC_TUNABLES"] = args.glibc_tunables
     return env
 
 

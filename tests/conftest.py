@@ -13,9 +13,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                                    "--xla_backend_optimization_level=0 "
                                    "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# What `i3d-jax` runs with (i3d_jax/launch.py), for the xdist workers and the
-# subprocesses this process starts (glibc reads it as a process starts).
-os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+# What `i3d-jax` runs with, for the xdist workers and the subprocesses this
+# process starts (glibc reads it as a process starts).
+from i3d_jax.launch import HUGE_PAGES  # noqa: E402  (light: no JAX)
+
+os.environ.setdefault("GLIBC_TUNABLES", HUGE_PAGES)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pathlib import Path  # noqa: E402
