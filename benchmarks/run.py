@@ -10,7 +10,10 @@ batch statistics, cross-entropy on the logits), ours and each PyTorch
 variant, the ratio pair by pair, compile time, peak resident memory, FLOPs
 per step (XLA's cost analysis of lax's native convolutions: what the
 network computes, not our CPU rewrite's extra padding taps) and the share
-of the CPU's peak those FLOPs reach, with the CPU model and ISA. Float32.
+of the CPU's peak those FLOPs reach, with the CPU model and ISA. Float32,
+and bfloat16 where the CPU computes it natively (`--dtypes`, default
+"auto"; ours: bfloat16 computation with float32 parameters, the models'
+`dtype`; PyTorch: `torch.autocast` to bfloat16).
 
 Before anything is timed, the PyTorch network (`benchmarks/torch_models.py`)
 is given our weights (random, BatchNorm statistics included) and must give
@@ -23,7 +26,9 @@ The CPU's peak: cores x clock (the first `cpu MHz` of /proc/cpuinfo) x
 FP32 FLOPs per cycle per core: 64 where the CPU has AVX-512 (two 512-bit
 FMA units, as Zen 5 and Intel's server cores), else 32 (two 256-bit FMA
 pipes, Zen 2-3); `--flops-per-cycle` for others (Zen 4 does AVX-512 in two
-256-bit halves: 32).
+256-bit halves: 32). The bfloat16 peak is twice that: AVX-512's VDPBF16PS
+does two bfloat16 multiply-adds per float32 lane (AMX's tiles, where there
+are some, go further and are not counted).
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.machine import available_cores, machine_record, time_calls  # noqa: E402
 from i3d_jax.launch import HUGE_PAGES  # noqa: E402
+from i3d_jax.models import cpu_features  # noqa: E402
 
 ARCHITECTURES = ("i3d", "convnet_lstm", "conv3d", "two_stream", "two_stream_fused",
                  "two_stream_i3d")
@@ -54,6 +60,24 @@ NUM_CLASSES = 400
 # is oneDNN's fast layout for those; the 2D trunks get NCDHW clips and
 # reshape them to images per frame.
 CHANNELS_LAST_3D = ("i3d", "conv3d", "two_stream_i3d")
+DTYPES = ("float32", "bfloat16")
+# FLOPs per cycle of bfloat16 against float32 (VDPBF16PS: two products a lane).
+BF16_PEAK_FACTOR = 2
+
+
+def dtypes_for(requested: str, flags: frozenset[str] | None = None) -> tuple[list[str], str | None]:
+    """(the dtypes to measure, a warning or None): "auto" is float32, and
+    bfloat16 where the CPU has it natively; a bfloat16 asked for by name on a
+    CPU without it is measured, with the warning saying so."""
+    if requested == "auto":
+        native = cpu_features.has_native_bf16(flags)
+        return ["float32", *(["bfloat16"] if native else [])], None
+    dtypes = [d for d in requested.split(",") if d]
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown or not dtypes:
+        raise ValueError(f"--dtypes: {unknown or requested!r} not in {DTYPES} (or 'auto')")
+    warning = cpu_features.bf16_warning("cpu", flags) if "bfloat16" in dtypes else None
+    return dtypes, warning
 
 
 def batch_for(arch: str, batch: int | None) -> int:
@@ -101,11 +125,14 @@ def cpu_peak_gflops(flops_per_cycle: int) -> tuple[float, str]:
 
 # --- ours ---------------------------------------------------------------------------------
 
-def _jax_model(arch, shapes, conv_impl="auto", width_multiplier=1.0):
+def _jax_model(arch, shapes, conv_impl="auto", width_multiplier=1.0, dtype="float32"):
+    import jax.numpy as jnp
+
     from i3d_jax.models import build_model
 
     return build_model(arch, num_classes=NUM_CLASSES, conv_impl=conv_impl,
-                       width_multiplier=width_multiplier, **model_fields(arch, shapes))
+                       width_multiplier=width_multiplier, dtype=jnp.dtype(dtype),
+                       **model_fields(arch, shapes))
 
 
 def _jax_inputs(arrays):
@@ -118,7 +145,8 @@ def _cost_flops(lowered) -> float:
     return float(cost["flops"])
 
 
-def jax_worker(arch: str, shapes: dict, what: list[str], iters: int) -> dict:
+def jax_worker(arch: str, shapes: dict, what: list[str], iters: int,
+               dtype: str = "float32") -> dict:
     import jax
     import jax.numpy as jnp
     import optax
@@ -137,7 +165,7 @@ def jax_worker(arch: str, shapes: dict, what: list[str], iters: int) -> dict:
         return StepFunctions(model=model, optimizer=optax.sgd(schedule, momentum=0.9),
                              schedule=schedule, stream_names=tuple(shapes), mesh=mesh)
 
-    model = _jax_model(arch, shapes)
+    model = _jax_model(arch, shapes, dtype=dtype)
     fns = step_functions(model)
     state = jax.jit(fns.init)(state_key(0), _jax_inputs({s: a[:1] for s, a in arrays.items()}))
     if "inference" in what:
@@ -146,7 +174,7 @@ def jax_worker(arch: str, shapes: dict, what: list[str], iters: int) -> dict:
         started = time.perf_counter()
         compiled = apply.lower(variables, _jax_inputs(arrays)).compile()
         compile_s = time.perf_counter() - started
-        native = _jax_model(arch, shapes, "native")
+        native = _jax_model(arch, shapes, "native", dtype=dtype)
         flops = _cost_flops(jax.jit(lambda v, x: native.apply(v, x, train=False)).lower(
             variables, _jax_inputs(arrays)))
         run = lambda: jax.block_until_ready(compiled(variables, _jax_inputs(arrays)))  # noqa: E731
@@ -159,7 +187,8 @@ def jax_worker(arch: str, shapes: dict, what: list[str], iters: int) -> dict:
         started = time.perf_counter()
         step = jax.jit(fns.train_step, donate_argnums=0).lower(state, data).compile()
         compile_s = time.perf_counter() - started
-        flops = _cost_flops(jax.jit(step_functions(_jax_model(arch, shapes, "native")).train_step)
+        flops = _cost_flops(jax.jit(step_functions(_jax_model(arch, shapes, "native", dtype=dtype))
+                                    .train_step)
                             .lower(state, data))
         holder = {"state": state}
 
@@ -192,7 +221,10 @@ def torch_model(arch, shapes, torch, width_multiplier=1.0):
     return model
 
 
-def torch_worker(arch: str, shapes: dict, what: list[str], iters: int, compile_model: bool) -> dict:
+def torch_worker(arch: str, shapes: dict, what: list[str], iters: int, compile_model: bool,
+                 dtype: str = "float32") -> dict:
+    import contextlib
+
     import torch
 
     torch.set_num_threads(available_cores())
@@ -202,12 +234,15 @@ def torch_worker(arch: str, shapes: dict, what: list[str], iters: int, compile_m
     batch = inputs[0].shape[0]
     labels = torch.arange(batch) % NUM_CLASSES
     forward = torch.compile(model) if compile_model else model
+    # bfloat16: autocast's, with float32 parameters and optimizer, as ours.
+    precision = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bfloat16" \
+        else contextlib.nullcontext
     results = {}
     if "inference" in what:
         model.eval()
 
         def infer():
-            with torch.no_grad():
+            with torch.no_grad(), precision():
                 forward(*inputs)
 
         started = time.perf_counter()
@@ -221,7 +256,9 @@ def torch_worker(arch: str, shapes: dict, what: list[str], iters: int, compile_m
 
         def step():
             optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(forward(*inputs), labels)
+            with precision():
+                logits = forward(*inputs)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             loss.backward()
             optimizer.step()
 
@@ -257,28 +294,35 @@ def perturbed_variables(model, arrays, seed: int = 0):
     return jax.tree_util.tree_map_with_path(noisy, dict(variables))
 
 
-def reference_logits(arch: str, shapes: dict, width_multiplier: float = 1.0):
-    """(variables, inputs, our logits) on perturbed weights, in eval mode."""
+def reference_logits(arch: str, shapes: dict, width_multiplier: float = 1.0,
+                     dtypes: tuple[str, ...] = ("float32",)):
+    """(variables, inputs, our logits) on perturbed weights, in eval mode; with
+    several `dtypes`, {dtype: logits} (float32) computed in each."""
     import jax
 
     arrays = example_inputs(shapes, seed=1)
-    model = _jax_model(arch, shapes, width_multiplier=width_multiplier)
-    variables = perturbed_variables(model, arrays)
-    logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(
-        variables, _jax_inputs(arrays)))
-    return jax.tree.map(np.asarray, variables), arrays, logits
+    logits = {}
+    for dtype in dtypes:
+        model = _jax_model(arch, shapes, width_multiplier=width_multiplier, dtype=dtype)
+        variables = perturbed_variables(model, arrays)  # float32 parameters in every dtype
+        logits[dtype] = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(
+            variables, _jax_inputs(arrays)), np.float32)
+    return (jax.tree.map(np.asarray, variables), arrays,
+            logits if len(dtypes) > 1 else logits[dtypes[0]])
 
 
-def peer_logits(arch: str, shapes: dict, variables, arrays, width_multiplier: float = 1.0):
-    """The PyTorch network's logits on our `variables` and `arrays`."""
+def peer_logits(arch: str, shapes: dict, variables, arrays, width_multiplier: float = 1.0,
+                dtype: str = "float32"):
+    """The PyTorch network's logits (float32) on our `variables` and `arrays`,
+    computed in `dtype` (bfloat16: the benchmark's autocast)."""
     import torch
 
     from benchmarks import torch_models
 
     peer = torch_model(arch, shapes, torch, width_multiplier).eval()
     torch_models.load_flax_variables(peer, variables)
-    with torch.no_grad():
-        return peer(*_torch_inputs(arch, arrays, torch)).numpy()
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bfloat16"):
+        return peer(*_torch_inputs(arch, arrays, torch)).float().numpy()
 
 
 def _save_tree(path: Path, tree: dict) -> None:
@@ -360,29 +404,29 @@ def worker_env(args) -> dict:
     return env
 
 
-def run_worker(kind: str, arch: str, args) -> dict:
+def run_worker(kind: str, arch: str, args, dtype: str = "float32") -> dict:
     command = [sys.executable, "-m", "benchmarks.run", "--worker", kind, "--arch", arch,
                "--what", ",".join(args.what), "--iters", str(args.iters),
-               "--batch", str(batch_for(arch, args.batch))]
+               "--batch", str(batch_for(arch, args.batch)), "--dtypes", dtype]
     started = time.perf_counter()
-    print(f"[{arch}] {kind} ...", file=sys.stderr, flush=True)
+    print(f"[{arch} {dtype}] {kind} ...", file=sys.stderr, flush=True)
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                           timeout=args.worker_timeout, env=worker_env(args))
     if done.returncode != 0:
         error = ((done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        print(f"[{arch}] {kind} failed: {error}", file=sys.stderr, flush=True)
+        print(f"[{arch} {dtype}] {kind} failed: {error}", file=sys.stderr, flush=True)
         return {"error": error}
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"[{arch}] {kind} done in {time.perf_counter() - started:.0f} s", file=sys.stderr,
-          flush=True)
+    print(f"[{arch} {dtype}] {kind} done in {time.perf_counter() - started:.0f} s",
+          file=sys.stderr, flush=True)
     return result
 
 
 def markdown(rows: list[dict], what: list[str]) -> str:
-    lines = ["| architecture | input (batch) | what | ours clips/s | torch eager | torch.compile | "
+    lines = ["| architecture | input (batch) | dtype | what | ours clips/s | torch eager | torch.compile | "
              "ours / eager | ours / compile | ours compile s | ours peak MB | eager peak MB | "
              "GFLOP/clip | ours % of peak |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         for part in what:
             ours = row["jax"].get(part, {})
@@ -394,7 +438,8 @@ def markdown(rows: list[dict], what: list[str]) -> str:
             ratio = lambda peer: (None if peer is None or "clips_per_s" not in ours  # noqa: E731
                                   else ours["clips_per_s"] / peer)
             lines.append(
-                f"| {row['arch']} | {row['input']} ({row['batch']}) | {part} | {fmt(ours.get('clips_per_s'))} | "
+                f"| {row['arch']} | {row['input']} ({row['batch']}) | {row['dtype']} | {part} | "
+                f"{fmt(ours.get('clips_per_s'))} | "
                 f"{fmt(cells[0])} | {fmt(cells[1])} | {fmt(ratio(cells[0]), '{:.2f}x')} | "
                 f"{fmt(ratio(cells[1]), '{:.2f}x')} | {fmt(ours.get('compile_s'), '{:.0f}')} | "
                 f"{fmt(row['jax'].get('peak_rss_mb'), '{:.0f}')} | "
@@ -402,6 +447,14 @@ def markdown(rows: list[dict], what: list[str]) -> str:
                 f"{fmt(ours.get('gflop_per_clip'), '{:.1f}')} | "
                 f"{fmt(ours.get('percent_of_peak'), '{:.0f}%')} |")
     return "\n".join(lines)
+
+
+def write_json(path: Path, record: dict) -> None:
+    """`record` into `path` whole or not at all (a run stopped midway keeps the rows so far)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -413,6 +466,10 @@ def main(argv=None) -> int:
                         help="clips per call (default 1; 2 for conv3d, whose fully connected "
                         "BatchNorm PyTorch refuses to train on one clip)")
     parser.add_argument("--iters", type=int, default=3, help="timed calls (median) after warm-up")
+    parser.add_argument("--dtypes", default="auto",
+                        help=f"comma-separated, from {DTYPES}; 'auto' (the default): float32, "
+                             "and bfloat16 where the CPU has it natively "
+                             f"({' or '.join(cpu_features.NATIVE_BF16_FLAGS)})")
     parser.add_argument("--flops-per-cycle", type=int, default=None,
                         help="FP32 FLOPs per cycle per core (default: 64 with AVX-512, else 32)")
     parser.add_argument("--worker-timeout", type=int, default=1800)
@@ -440,16 +497,21 @@ def main(argv=None) -> int:
     if set(peers) - set(PEERS):
         parser.error(f"--peers: {sorted(set(peers) - set(PEERS))} not in {PEERS}")
 
+    try:
+        dtypes, dtype_warning = dtypes_for(args.dtypes)
+    except ValueError as error:
+        parser.error(str(error))
+
     if args.worker in ("jax_reference", "torch_check"):
         print(json.dumps(check_worker(args.worker, archs[0], args.exchange)))
         return 0
     if args.worker:
         shapes = input_shapes(archs[0], batch_for(archs[0], args.batch))
         if args.worker == "jax":
-            result = jax_worker(archs[0], shapes, args.what, args.iters)
+            result = jax_worker(archs[0], shapes, args.what, args.iters, dtypes[0])
         else:
             result = torch_worker(archs[0], shapes, args.what, args.iters,
-                                  args.worker == "torch_compile")
+                                  args.worker == "torch_compile", dtypes[0])
         result["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
         return 0
@@ -458,11 +520,15 @@ def main(argv=None) -> int:
         from benchmarks.machine import isa
 
         args.flops_per_cycle = 64 if "avx512f" in isa() else 32
+    if dtype_warning:
+        print(f"warning: {dtype_warning}", file=sys.stderr, flush=True)
     peak, peak_how = cpu_peak_gflops(args.flops_per_cycle)
+    peaks = {"float32": peak, "bfloat16": BF16_PEAK_FACTOR * peak}
     record = {"command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
               "machine": machine_record(), "cpu_peak_gflops": peak, "cpu_peak": peak_how,
-              "dtype": "float32", "batch": args.batch, "xla_flags_added": args.xla_flags,
-              "glibc_tunables": args.glibc_tunables,
+              "cpu_peak_gflops_bfloat16": peaks["bfloat16"], "dtypes": dtypes,
+              "dtype_warning": dtype_warning, "batch": args.batch,
+              "xla_flags_added": args.xla_flags, "glibc_tunables": args.glibc_tunables,
               "rows": []}
     from importlib import metadata
 
@@ -473,37 +539,37 @@ def main(argv=None) -> int:
     for arch in archs:
         batch = batch_for(arch, args.batch)
         shapes = input_shapes(arch, batch)
-        row = {"batch": batch, "arch": arch, "input": " + ".join(
-            f"{s} {'x'.join(map(str, shape[1:4]))}" for s, shape in shapes.items()),
-            "check": check_peer(arch, args)}
-        print(f"[{arch}] PyTorch peer agrees: {row['check']}", file=sys.stderr, flush=True)
-        for kind in ("jax", *peers):
-            result = run_worker(kind, arch, args)
-            for part in args.what:
-                if part in result:
-                    r = result[part]
-                    r["clips_per_s"] = batch / r["seconds"]
-                    if "flops" in r:
-                        r["gflop_per_clip"] = r["flops"] / batch / 1e9
-                        r["percent_of_peak"] = 100 * r["flops"] / r["seconds"] / 1e9 / peak
-            row[kind] = result
-        record["rows"].append(row)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.json.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, args.json)
+        # One check an architecture: the networks are the same in every dtype.
+        check = check_peer(arch, args)
+        print(f"[{arch}] PyTorch peer agrees: {check}", file=sys.stderr, flush=True)
+        for dtype in dtypes:
+            row = {"batch": batch, "arch": arch, "dtype": dtype, "input": " + ".join(
+                f"{s} {'x'.join(map(str, shape[1:4]))}" for s, shape in shapes.items()),
+                "check": check}
+            for kind in ("jax", *peers):
+                result = run_worker(kind, arch, args, dtype)
+                for part in args.what:
+                    if part in result:
+                        r = result[part]
+                        r["clips_per_s"] = batch / r["seconds"]
+                        if "flops" in r:
+                            r["gflop_per_clip"] = r["flops"] / batch / 1e9
+                            r["percent_of_peak"] = (100 * r["flops"] / r["seconds"] / 1e9
+                                                    / peaks[dtype])
+                row[kind] = result
+            record["rows"].append(row)
+            if args.json:
+                write_json(args.json, record)
     table = markdown(record["rows"], args.what)
     record["table"] = table
     if args.json:
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, args.json)
+        write_json(args.json, record)
     m = record["machine"]
     print(f"{m['cpu']} ({', '.join(m['isa'])}), {m['cores_available']} cores; peak "
-          f"{peak:.0f} GFLOP/s ({peak_how}); float32; "
-          f"jax {record['versions']['jax']}, torch {record['versions']['torch']}; "
-          f"XLA_FLAGS +{args.xla_flags!r}, GLIBC_TUNABLES={args.glibc_tunables!r}")
+          f"{peak:.0f} GFLOP/s ({peak_how}; bfloat16 x{BF16_PEAK_FACTOR}); "
+          f"{', '.join(dtypes)}; jax {record['versions']['jax']}, torch "
+          f"{record['versions']['torch']}; XLA_FLAGS +{args.xla_flags!r}, "
+          f"GLIBC_TUNABLES={args.glibc_tunables!r}")
     print(table)
     return 0
 

@@ -37,7 +37,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from i3d_jax import checkpoints, sharding
-from i3d_jax.models import build_model, cpu_ops
+from i3d_jax.models import build_model, cpu_features, cpu_ops
 from i3d_jax.models.layers import resolve_conv_impl
 
 if TYPE_CHECKING:  # the GPU benchmark imports the step where ml_collections is absent
@@ -551,6 +551,13 @@ class Run:
     manager: Any
 
 
+def warn_if_emulated_bf16(dtype: str, platform: str) -> None:
+    """Logs a warning where `dtype` is bfloat16 on a CPU that only emulates it."""
+    warning = cpu_features.bf16_warning(platform) if dtype == "bfloat16" else None
+    if warning:
+        logging.warning("config.%s", warning)
+
+
 def setup(config, workdir) -> Run:
     """Everything but the data iterators and the state's values."""
     check_config(config)
@@ -570,6 +577,7 @@ def setup(config, workdir) -> Run:
         raise ValueError(f"config.model.num_classes={num_classes}, but {config.dataset} has "
                          f"{len(labels)} classes")
     fields = model_fields(config, num_classes)
+    warn_if_emulated_bf16(config.dtype, mesh.devices.flat[0].platform)
     model = build_model(config.model.architecture, **fields)
     names = streams(config)
     metadata = checkpoints.ModelMetadata(

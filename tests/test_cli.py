@@ -251,6 +251,19 @@ def test_a_long_video_is_warned_about_with_the_frames_hint(small_checkpoint, tmp
     assert code == 0 and "warning" not in err
 
 
+def test_predict_in_bfloat16_warns_on_a_cpu_that_emulates_it(small_checkpoint, tmp_path, capsys,
+                                                             monkeypatch):
+    from i3d_jax.models import cpu_features
+
+    path, _ = small_checkpoint
+    np.save(tmp_path / "c.npy", np.zeros((9, 64, 64, 3), np.float32))
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    code, out, err = run_cli(["predict", str(tmp_path / "c.npy"), "--checkpoint", str(path),
+                              "--dtype", "bfloat16"], capsys)
+    assert code == 0 and out.strip()  # warned, and still run
+    assert "warning: --dtype bfloat16 on a CPU without native bfloat16" in err
+
+
 def test_estimated_frames_count_25_fps_output_without_decoding(tmp_path):
     from fake_videos import write_video
     from i3d_jax.video import decode_video, estimated_frames

@@ -15,7 +15,7 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from i3d_jax import sharding
-from i3d_jax.models import build_model, cpu_ops, onednn
+from i3d_jax.models import build_model, cpu_features, cpu_ops, onednn
 from i3d_jax.models.layers import BatchNorm
 
 _LAYOUTS = onednn.CHANNELS_LAST
@@ -125,6 +125,33 @@ def test_small_convolutions_keep_xla_s_own_and_stay_cacheable():
     compiled = convolve.lower(x, w).compile()
     assert "__onednn" not in compiled.as_text()
     assert compiled.runtime_executable().serialize()  # what the persistent cache stores
+
+
+@pytest.mark.parametrize("gradients", cpu_ops.GRADIENT_FORMS)
+def test_bfloat16_convolutions_take_onednn_where_the_cpu_has_bfloat16(gradients):
+    # bfloat16 operands, so that both sides sum the same (rounded) products;
+    # lax sums them in float32, and ours must come within bfloat16's rounding.
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 9, 8, 24)).astype(jnp.bfloat16)
+    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 24, 16)).astype(jnp.bfloat16)
+    dy = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 9, 8, 16)).astype(jnp.bfloat16)
+    numbers = lax.conv_dimension_numbers(x.shape, w.shape, _LAYOUTS[3])
+
+    def value_and_grads(conv, x, w, dy):
+        y, pull = jax.vjp(conv, x, w)
+        return (y, *pull(dy))
+
+    ours = jax.jit(lambda x, w, dy: value_and_grads(
+        lambda x, w: cpu_ops.same_conv(x, w, (1, 1, 1), gradients, "onednn"), x, w, dy))
+    lowered = ours.lower(x, w, dy).as_text()
+    # The forward and the stride-1 input gradient; only where the CPU has them.
+    assert lowered.count("__onednn$convolution") == (2 if cpu_features.has_native_bf16() else 0)
+    assert onednn.available("bfloat16") == cpu_features.has_native_bf16()
+    theirs = value_and_grads(lambda x, w: lax.conv_general_dilated(
+        x, w, (1, 1, 1), "SAME", dimension_numbers=numbers),
+        *(a.astype(jnp.float32) for a in (x, w, dy)))
+    for mine, reference in zip(ours(x, w, dy), theirs):
+        assert mine.dtype == jnp.bfloat16
+        assert _relative(mine.astype(jnp.float32), reference) < 1e-2
 
 
 @pytest.mark.parametrize("shape,kernel,strides,pads", [

@@ -57,6 +57,37 @@ def test_the_pytorch_network_gives_our_logits(arch):
     assert np.abs(ours - ours[::-1]).max() > 1e-2 * scale or ours.shape[0] == 1
 
 
+def test_in_bfloat16_both_compute_the_same_network_to_its_rounding():
+    # The benchmark's bfloat16 rows: ours with the models' dtype, PyTorch under
+    # autocast. Each must really round (differ from float32) and the two
+    # agree to bfloat16's rounding (0.5% of the logits' scale here).
+    arch = "two_stream_i3d"
+    variables, arrays, ours = run.reference_logits(arch, SHAPES[arch], WIDTH,
+                                                   ("float32", "bfloat16"))
+    theirs = run.peer_logits(arch, SHAPES[arch], jax_copy(variables), arrays, WIDTH, "bfloat16")
+    scale = np.abs(ours["float32"]).max()
+    assert np.abs(ours["bfloat16"] - ours["float32"]).max() > 1e-4 * scale
+    assert np.abs(theirs - ours["float32"]).max() > 1e-4 * scale
+    np.testing.assert_allclose(theirs, ours["bfloat16"], atol=3e-2 * scale)
+
+
+@pytest.mark.parametrize("requested,flags,dtypes,warned", [
+    ("auto", {"avx2"}, ["float32"], False),
+    ("auto", {"avx512f", "avx512_bf16"}, ["float32", "bfloat16"], False),
+    ("bfloat16", {"avx2"}, ["bfloat16"], True),          # measured as asked, not silently
+    ("float32,bfloat16", {"amx_bf16"}, ["float32", "bfloat16"], False),
+])
+def test_the_benchmark_measures_bfloat16_where_the_cpu_has_it(requested, flags, dtypes, warned):
+    chosen, warning = run.dtypes_for(requested, frozenset(flags))
+    assert chosen == dtypes
+    assert (warning is not None) == warned
+
+
+def test_the_benchmark_names_an_unknown_dtype():
+    with pytest.raises(ValueError, match=r"--dtypes: \['float16'\] not in"):
+        run.dtypes_for("float32,float16", frozenset())
+
+
 def test_a_wrongly_mapped_kernel_changes_the_logits():
     shapes = SHAPES["two_stream_i3d"]
     variables, arrays, ours = reference("two_stream_i3d")

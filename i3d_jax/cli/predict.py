@@ -101,8 +101,14 @@ def _timed_runner(run):
 
 
 def _dtype(args):
+    import jax
     import jax.numpy as jnp
 
+    from i3d_jax.models.cpu_features import bf16_warning
+
+    warning = bf16_warning(jax.default_backend()) if args.dtype == "bfloat16" else None
+    if warning:
+        print(f"warning: --{warning}", file=sys.stderr)
     return jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
 
 
