@@ -26,16 +26,12 @@ def cpu_model() -> str:
 
 def isa() -> list[str]:
     """The vector extensions that decide convolution speed on a CPU (from /proc/cpuinfo)."""
+    from i3d_jax.models.cpu_features import cpu_flags
+
     wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
               "amx_bf16", "amx_tile")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in flags]
-    except OSError:
-        pass
-    return []
+    flags = cpu_flags()
+    return [f for f in wanted if f in flags]
 
 
 def machine_record() -> dict:
