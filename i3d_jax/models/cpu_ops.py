@@ -5,7 +5,8 @@ to float32 rounding); what differs is which XLA:CPU kernels compute them:
 
 - forward, in the form `forward_form()` picks: oneDNN's direct convolution
   ("onednn", `onednn.py`: 2-2.5 times faster than the other form on a Xeon)
-  where this jaxlib runs it, else ("stacked_taps") a 3D convolution as one
+  where this jaxlib runs it, for float32 and, where the CPU has native
+  bfloat16 (`cpu_features`), bfloat16 convolutions, else ("stacked_taps") a 3D convolution as one
   2D convolution over the temporal taps stacked on the channel axis
   (XLA:CPU's own 3D convolutions are several times slower than its 2D ones);
   a 1x1x1 convolution as one matrix product in both;
