@@ -301,10 +301,12 @@ def reference_logits(arch: str, shapes: dict, width_multiplier: float = 1.0,
     import jax
 
     arrays = example_inputs(shapes, seed=1)
+    # One set of variables: the parameters are float32 in every dtype.
+    variables = perturbed_variables(_jax_model(arch, shapes, width_multiplier=width_multiplier),
+                                    arrays)
     logits = {}
     for dtype in dtypes:
         model = _jax_model(arch, shapes, width_multiplier=width_multiplier, dtype=dtype)
-        variables = perturbed_variables(model, arrays)  # float32 parameters in every dtype
         logits[dtype] = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(
             variables, _jax_inputs(arrays)), np.float32)
     return (jax.tree.map(np.asarray, variables), arrays,
