@@ -24,8 +24,7 @@ as many intra-op threads. The processes compile one after the other, then
 take turns: one round untimed, then `--iters` rounds, each timing one call
 of ours, of PyTorch eager and of torch.compile, train step and inference,
 so that a slow spell of the machine (a shared VM's timings drift 10-20%
-over minutes) falls on every framework alike; the median of each
-framework's calls is reported.
+over minutes) falls on every framework alike; the median of each framework's calls is reported.
 
 The CPU's peak: cores x clock (the first `cpu MHz` of /proc/cpuinfo) x
 FP32 FLOPs per cycle per core: 64 where the CPU has AVX-512 (two 512-bit
