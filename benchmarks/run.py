@@ -20,11 +20,7 @@ is given our weights (random, BatchNorm statistics included) and must give
 our logits on the benchmark's input to 1e-4 of their scale; a mismatch stops
 the run. Each framework then runs in its own process (so peak memory is its
 own), with every core: XLA's CPU client uses all of them, PyTorch is set to
-as many intra-op threads. The processes compile one after the other, then
-take turns: one round untimed, then `--iters` rounds, each timing one call
-of ours, of PyTorch eager and of torch.compile, train step and inference,
-so that a slow spell of the machine (a shared VM's timings drift 10-20%
-over minutes) falls on every framework alike; the median of each framework's calls is reported.
+as many intra-op threads.
 
 The CPU's peak: cores x clock (the first `cpu MHz` of /proc/cpuinfo) x
 FP32 FLOPs per cycle per core: 64 where the CPU has AVX-512 (two 512-bit
@@ -40,11 +36,9 @@ import argparse
 import json
 import os
 import resource
-import select
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.machine import available_cores, machine_record  # noqa: E402
+from benchmarks.machine import available_cores, machine_record, time_calls  # noqa: E402
 from i3d_jax.launch import HUGE_PAGES  # noqa: E402
 from i3d_jax.models import cpu_features  # noqa: E402
 
@@ -151,8 +145,8 @@ def _cost_flops(lowered) -> float:
     return float(cost["flops"])
 
 
-def jax_calls(arch: str, shapes: dict, what: list[str], dtype: str = "float32") -> dict:
-    """{part: {"call": one blocking call, warmed up, "compile_s", "flops"}} for ours."""
+def jax_worker(arch: str, shapes: dict, what: list[str], iters: int,
+               dtype: str = "float32") -> dict:
     import jax
     import jax.numpy as jnp
     import optax
@@ -162,7 +156,7 @@ def jax_calls(arch: str, shapes: dict, what: list[str], dtype: str = "float32") 
     arrays = {s: jnp.asarray(a) for s, a in example_inputs(shapes).items()}
     batch = next(iter(shapes.values()))[0]
     labels = jnp.arange(batch) % NUM_CLASSES
-    calls = {}
+    results = {}
     mesh = jax.make_mesh((1, 1), ("data", "fsdp"), devices=jax.devices()[:1],
                          axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
@@ -185,7 +179,9 @@ def jax_calls(arch: str, shapes: dict, what: list[str], dtype: str = "float32") 
             variables, _jax_inputs(arrays)))
         run = lambda: jax.block_until_ready(compiled(variables, _jax_inputs(arrays)))  # noqa: E731
         run()
-        calls["inference"] = {"call": run, "compile_s": compile_s, "flops": flops}
+        times = time_calls(run, iters)
+        results["inference"] = {"compile_s": compile_s, "seconds": statistics.median(times),
+                                "flops": flops}
     if "train" in what:
         data = {**arrays, "label": labels}
         started = time.perf_counter()
@@ -194,17 +190,17 @@ def jax_calls(arch: str, shapes: dict, what: list[str], dtype: str = "float32") 
         flops = _cost_flops(jax.jit(step_functions(_jax_model(arch, shapes, "native", dtype=dtype))
                                     .train_step)
                             .lower(state, data))
-        # Its own copy: the step donates its state, and the inference calls
-        # between the rounds' train steps keep reading theirs.
-        holder = {"state": jax.tree.map(jnp.copy, state)}
+        holder = {"state": state}
 
         def one():
             holder["state"], metrics = step(holder["state"], data)
             jax.block_until_ready(metrics["loss"])
 
         one()
-        calls["train"] = {"call": one, "compile_s": compile_s, "flops": flops}
-    return calls
+        times = time_calls(one, iters)
+        results["train"] = {"compile_s": compile_s, "seconds": statistics.median(times),
+                            "flops": flops}
+    return results
 
 
 # --- PyTorch ------------------------------------------------------------------------------
@@ -225,9 +221,8 @@ def torch_model(arch, shapes, torch, width_multiplier=1.0):
     return model
 
 
-def torch_calls(arch: str, shapes: dict, what: list[str], compile_model: bool,
-                dtype: str = "float32") -> dict:
-    """{part: {"call": one blocking call, warmed up, "compile_s"}} for a PyTorch peer."""
+def torch_worker(arch: str, shapes: dict, what: list[str], iters: int, compile_model: bool,
+                 dtype: str = "float32") -> dict:
     import contextlib
 
     import torch
@@ -242,26 +237,24 @@ def torch_calls(arch: str, shapes: dict, what: list[str], compile_model: bool,
     # bfloat16: autocast's, with float32 parameters and optimizer, as ours.
     precision = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bfloat16" \
         else contextlib.nullcontext
-    calls = {}
-    # Each call sets its mode (a flag on every module, microseconds): the
-    # rounds alternate inference and train steps.
+    results = {}
     if "inference" in what:
+        model.eval()
 
         def infer():
-            model.eval()
             with torch.no_grad(), precision():
                 forward(*inputs)
 
         started = time.perf_counter()
         infer()
         compile_s = time.perf_counter() - started
-        infer()
-        calls["inference"] = {"call": infer, "compile_s": compile_s}
+        times = time_calls(infer, iters)
+        results["inference"] = {"compile_s": compile_s, "seconds": statistics.median(times)}
     if "train" in what:
+        model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         def step():
-            model.train()
             optimizer.zero_grad(set_to_none=True)
             with precision():
                 logits = forward(*inputs)
@@ -273,24 +266,9 @@ def torch_calls(arch: str, shapes: dict, what: list[str], compile_model: bool,
         step()
         compile_s = time.perf_counter() - started
         step()
-        calls["train"] = {"call": step, "compile_s": compile_s}
-    return calls
-
-
-def serve(calls: dict, protocol) -> None:
-    """A worker's loop: one JSON line of compile times and FLOPs, then for each
-    line read ("train", "inference") the seconds of one call, until "quit",
-    answered with the peak resident memory."""
-    ready = {part: {k: v for k, v in c.items() if k != "call"} for part, c in calls.items()}
-    print(json.dumps({"ready": ready}), file=protocol, flush=True)
-    for line in sys.stdin:
-        part = line.strip()
-        if part == "quit":
-            break
-        started = time.perf_counter()
-        calls[part]["call"]()
-        print(json.dumps({"seconds": time.perf_counter() - started}), file=protocol, flush=True)
-    print(json.dumps({"peak_rss_mb": peak_rss_mb()}), file=protocol, flush=True)
+        times = time_calls(step, iters)
+        results["train"] = {"compile_s": compile_s, "seconds": statistics.median(times)}
+    return results
 
 
 # --- the check: same weights, same logits -------------------------------------------------
@@ -428,115 +406,22 @@ def worker_env(args) -> dict:
     return env
 
 
-class WorkerFailed(RuntimeError):
-    pass
-
-
-class Worker:
-    """One framework's process for one architecture and dtype (`serve`): it
-    compiles and warms up, then times one call at a time on request, so the
-    frameworks' calls can take turns and a slow spell of the machine falls
-    on all of them alike. Its stderr goes to a file, its last line the
-    error reported."""
-
-    def __init__(self, kind: str, arch: str, args, dtype: str):
-        self.kind, self.arch, self.dtype, self.timeout = kind, arch, dtype, args.worker_timeout
-        command = [sys.executable, "-m", "benchmarks.run", "--worker", kind, "--arch", arch,
-                   "--what", ",".join(args.what), "--batch", str(batch_for(arch, args.batch)),
-                   "--dtypes", dtype]
-        self.log = tempfile.TemporaryFile(mode="w+")
-        print(f"[{arch} {dtype}] {kind}: compiling ...", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                        env=worker_env(args))
-        self.ready = self._answer()["ready"]
-        print(f"[{arch} {dtype}] {kind}: ready in {time.perf_counter() - started:.0f} s",
-              file=sys.stderr, flush=True)
-
-    def _answer(self) -> dict:
-        readable, _, _ = select.select([self.process.stdout], [], [], self.timeout)
-        line = self.process.stdout.readline() if readable else ""
-        if not line:
-            if not readable:
-                self.process.kill()
-            self.process.wait()
-            self.log.seek(0)
-            lines = self.log.read().strip().splitlines()
-            error = (lines[-1] if lines else f"exit {self.process.returncode}") if readable \
-                else f"no answer in {self.timeout} s (--worker-timeout)"
-            raise WorkerFailed(error)
-        return json.loads(line)
-
-    def time(self, part: str) -> float:
-        self.process.stdin.write(part + "\n")
-        self.process.stdin.flush()
-        return self._answer()["seconds"]
-
-    def close(self) -> float:
-        """Ends the worker; its peak resident memory (MB)."""
-        self.process.stdin.write("quit\n")
-        self.process.stdin.flush()
-        peak = self._answer()["peak_rss_mb"]
-        self.process.wait(timeout=self.timeout)
-        return peak
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-# Between two frameworks' calls: their thread pools' spinning threads go to sleep.
-SETTLE_S = 0.2
-
-
-def measure(arch: str, dtype: str, kinds: list[str], args) -> dict:
-    """{kind: {part: {"compile_s", "seconds" (median), "seconds_each", ...},
-    "peak_rss_mb"} or {"error": ...}}: the workers started one after the
-    other (compile times undisturbed), then `args.iters` rounds, each timing
-    one call of every part by every framework in turn, after one such round
-    untimed."""
-    workers, results = {}, {}
-    try:
-        for kind in kinds:
-            try:
-                workers[kind] = Worker(kind, arch, args, dtype)
-            except WorkerFailed as error:
-                print(f"[{arch} {dtype}] {kind} failed: {error}", file=sys.stderr, flush=True)
-                results[kind] = {"error": str(error)}
-        seconds = {kind: {part: [] for part in w.ready} for kind, w in workers.items()}
-        # Round 0 is a warm-up, untimed: the first calls after the other
-        # processes' compilation ran up to 1.7 times slower, in both frameworks.
-        for round_number in range(args.iters + 1):
-            for part in args.what:
-                for kind, worker in list(workers.items()):
-                    if part not in worker.ready:
-                        continue
-                    time.sleep(SETTLE_S)
-                    try:
-                        took = worker.time(part)
-                        if round_number:
-                            seconds[kind][part].append(took)
-                    except WorkerFailed as error:
-                        print(f"[{arch} {dtype}] {kind} failed: {error}", file=sys.stderr,
-                              flush=True)
-                        results[kind] = {"error": str(error)}
-                        del workers[kind]
-            if not round_number:
-                continue
-            print(f"[{arch} {dtype}] round {round_number}/{args.iters}: " + ", ".join(
-                f"{kind} {part} {times[-1]:.3f} s" for kind in workers
-                for part, times in seconds[kind].items() if times), file=sys.stderr, flush=True)
-        for kind, worker in workers.items():
-            results[kind] = {part: {**worker.ready[part], "seconds": statistics.median(times),
-                                    "seconds_each": times}
-                             for part, times in seconds[kind].items()}
-            results[kind]["peak_rss_mb"] = worker.close()
-    finally:
-        for worker in workers.values():
-            worker.kill()
-    return {kind: results[kind] for kind in kinds}
+def run_worker(kind: str, arch: str, args, dtype: str = "float32") -> dict:
+    command = [sys.executable, "-m", "benchmarks.run", "--worker", kind, "--arch", arch,
+               "--what", ",".join(args.what), "--iters", str(args.iters),
+               "--batch", str(batch_for(arch, args.batch)), "--dtypes", dtype]
+    started = time.perf_counter()
+    print(f"[{arch} {dtype}] {kind} ...", file=sys.stderr, flush=True)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                          timeout=args.worker_timeout, env=worker_env(args))
+    if done.returncode != 0:
+        error = ((done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        print(f"[{arch} {dtype}] {kind} failed: {error}", file=sys.stderr, flush=True)
+        return {"error": error}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"[{arch} {dtype}] {kind} done in {time.perf_counter() - started:.0f} s",
+          file=sys.stderr, flush=True)
+    return result
 
 
 def markdown(rows: list[dict], what: list[str]) -> str:
@@ -582,9 +467,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=None,
                         help="clips per call (default 1; 2 for conv3d, whose fully connected "
                         "BatchNorm PyTorch refuses to train on one clip)")
-    parser.add_argument("--iters", type=int, default=3,
-                        help="rounds of timed calls after warm-up, each framework's calls "
-                             "taking turns in every round; the median is reported")
+    parser.add_argument("--iters", type=int, default=3, help="timed calls (median) after warm-up")
     parser.add_argument("--dtypes", default="auto",
                         help=f"comma-separated, from {DTYPES}; 'auto' (the default): float32, "
                              "and bfloat16 where the CPU has it natively "
@@ -626,15 +509,13 @@ def main(argv=None) -> int:
         return 0
     if args.worker:
         shapes = input_shapes(archs[0], batch_for(archs[0], args.batch))
-        # The protocol gets the real stdout; anything the frameworks print goes to stderr.
-        protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
         if args.worker == "jax":
-            calls = jax_calls(archs[0], shapes, args.what, dtypes[0])
+            result = jax_worker(archs[0], shapes, args.what, args.iters, dtypes[0])
         else:
-            calls = torch_calls(archs[0], shapes, args.what, args.worker == "torch_compile",
-                                dtypes[0])
-        serve(calls, protocol)
+            result = torch_worker(archs[0], shapes, args.what, args.iters,
+                                  args.worker == "torch_compile", dtypes[0])
+        result["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(result))
         return 0
 
     if args.flops_per_cycle is None:
@@ -650,8 +531,6 @@ def main(argv=None) -> int:
               "cpu_peak_gflops_bfloat16": peaks["bfloat16"], "dtypes": dtypes,
               "dtype_warning": dtype_warning, "batch": args.batch,
               "xla_flags_added": args.xla_flags, "glibc_tunables": args.glibc_tunables,
-              "timing": f"median of {args.iters} rounds after one untimed; in each, one call "
-                        "of every part by every framework in turn",
               "rows": []}
     from importlib import metadata
 
@@ -669,7 +548,8 @@ def main(argv=None) -> int:
             row = {"batch": batch, "arch": arch, "dtype": dtype, "input": " + ".join(
                 f"{s} {'x'.join(map(str, shape[1:4]))}" for s, shape in shapes.items()),
                 "check": check}
-            for kind, result in measure(arch, dtype, ["jax", *peers], args).items():
+            for kind in ("jax", *peers):
+                result = run_worker(kind, arch, args, dtype)
                 for part in args.what:
                     if part in result:
                         r = result[part]

@@ -4,11 +4,8 @@ included) they give our logits, so `benchmarks.run` times the same network
 in both frameworks."""
 from __future__ import annotations
 
-import io
-import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -107,65 +104,3 @@ def test_a_missing_or_extra_variable_is_named():
     peer = torch_models.build("conv3d", run.NUM_CLASSES, WIDTH, clip_shape=(16, 64, 64))
     with pytest.raises(KeyError, match=r"fc7\.dense\.weight.*fc9"):
         torch_models.load_flax_variables(peer, variables)
-
-
-class _FakeWorker:
-    """Stands for a framework's process in `run.measure`: its calls' seconds
-    from a script, every request logged in order."""
-
-    log: list = []
-    # The first of each framework's calls is the warm-up round's, not timed.
-    seconds = {"jax": [9.0, 1.0, 3.0, 2.0], "torch_eager": [9.0, 5.0, 4.0, 6.0]}
-
-    def __init__(self, kind, arch, args, dtype):
-        if kind == "torch_compile":
-            raise run.WorkerFailed("inductor: out of memory")
-        self.kind, self.calls = kind, 0
-        self.ready = {part: {"compile_s": 1.5} for part in args.what}
-
-    def time(self, part):
-        _FakeWorker.log.append((self.kind, part))
-        self.calls += 1
-        return _FakeWorker.seconds[self.kind][(self.calls - 1) // 2]
-
-    def close(self):
-        return 100.0
-
-    def kill(self):
-        pass
-
-
-def test_the_frameworks_take_turns_and_a_failed_one_is_reported(monkeypatch):
-    monkeypatch.setattr(run, "Worker", _FakeWorker)
-    monkeypatch.setattr(run, "SETTLE_S", 0.0)
-    _FakeWorker.log = []
-    args = SimpleNamespace(iters=3, what=["train", "inference"])
-    results = run.measure("i3d", "float32", ["jax", "torch_eager", "torch_compile"], args)
-    one_round = [("jax", "train"), ("torch_eager", "train"),
-                 ("jax", "inference"), ("torch_eager", "inference")]
-    assert _FakeWorker.log == one_round * 4  # the warm-up round, then three
-    assert results["jax"]["train"]["seconds"] == 2.0  # the median of 1, 3, 2
-    assert results["jax"]["train"]["seconds_each"] == [1.0, 3.0, 2.0]
-    assert results["torch_eager"]["inference"]["seconds"] == 5.0
-    assert results["jax"]["inference"]["compile_s"] == 1.5
-    assert results["torch_eager"]["peak_rss_mb"] == 100.0
-    assert results["torch_compile"] == {"error": "inductor: out of memory"}
-
-
-def test_a_worker_answers_each_request_with_one_call(monkeypatch):
-    counts = {"train": 0, "inference": 0}
-
-    def call(part):
-        def run_once():
-            counts[part] += 1
-        return run_once
-
-    calls = {part: {"call": call(part), "compile_s": 2.0} for part in counts}
-    monkeypatch.setattr(sys, "stdin", io.StringIO("train\ninference\ntrain\nquit\n"))
-    protocol = io.StringIO()
-    run.serve(calls, protocol)
-    answers = [json.loads(line) for line in protocol.getvalue().splitlines()]
-    assert answers[0] == {"ready": {"train": {"compile_s": 2.0}, "inference": {"compile_s": 2.0}}}
-    assert [set(a) for a in answers[1:4]] == [{"seconds"}] * 3
-    assert set(answers[4]) == {"peak_rss_mb"}
-    assert counts == {"train": 2, "inference": 1}
