@@ -425,27 +425,32 @@ def run_worker(kind: str, arch: str, args, dtype: str = "float32") -> dict:
 
 
 def markdown(rows: list[dict], what: list[str]) -> str:
+    """One line per architecture, dtype and part: clips/s and ratios, then the
+    cost of each side: compile seconds (ours: XLA's compile; torch.compile:
+    its first call, which compiles), peak resident MB of each framework's
+    process, and the FLOPs and share of the CPU's peak of ours."""
     lines = ["| architecture | input (batch) | dtype | what | ours clips/s | torch eager | torch.compile | "
-             "ours / eager | ours / compile | ours compile s | ours peak MB | eager peak MB | "
-             "GFLOP/clip | ours % of peak |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "ours / eager | ours / compile | ours compile s | torch.compile compile s | "
+             "ours peak MB | eager peak MB | torch.compile peak MB | GFLOP/clip | ours % of peak |",
+             "| --- | --- | --- | --- | " + "---: | " * 12]
+    lines[-1] = lines[-1].rstrip()
+    fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
     for row in rows:
         for part in what:
             ours = row["jax"].get(part, {})
-            cells = []
-            for peer in PEERS:
-                r = row.get(peer, {}).get(part)
-                cells.append(r["clips_per_s"] if r else None)
-            fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
+            peers = {peer: row.get(peer, {}) for peer in PEERS}
+            speeds = [peers[peer].get(part, {}).get("clips_per_s") for peer in PEERS]
             ratio = lambda peer: (None if peer is None or "clips_per_s" not in ours  # noqa: E731
                                   else ours["clips_per_s"] / peer)
             lines.append(
                 f"| {row['arch']} | {row['input']} ({row['batch']}) | {row['dtype']} | {part} | "
                 f"{fmt(ours.get('clips_per_s'))} | "
-                f"{fmt(cells[0])} | {fmt(cells[1])} | {fmt(ratio(cells[0]), '{:.2f}x')} | "
-                f"{fmt(ratio(cells[1]), '{:.2f}x')} | {fmt(ours.get('compile_s'), '{:.0f}')} | "
+                f"{fmt(speeds[0])} | {fmt(speeds[1])} | {fmt(ratio(speeds[0]), '{:.2f}x')} | "
+                f"{fmt(ratio(speeds[1]), '{:.2f}x')} | {fmt(ours.get('compile_s'), '{:.0f}')} | "
+                f"{fmt(peers['torch_compile'].get(part, {}).get('compile_s'), '{:.0f}')} | "
                 f"{fmt(row['jax'].get('peak_rss_mb'), '{:.0f}')} | "
-                f"{fmt(row.get('torch_eager', {}).get('peak_rss_mb'), '{:.0f}')} | "
+                f"{fmt(peers['torch_eager'].get('peak_rss_mb'), '{:.0f}')} | "
+                f"{fmt(peers['torch_compile'].get('peak_rss_mb'), '{:.0f}')} | "
                 f"{fmt(ours.get('gflop_per_clip'), '{:.1f}')} | "
                 f"{fmt(ours.get('percent_of_peak'), '{:.0f}%')} |")
     return "\n".join(lines)

@@ -88,6 +88,31 @@ def test_the_benchmark_names_an_unknown_dtype():
         run.dtypes_for("float32,float16", frozenset())
 
 
+def test_the_table_gives_each_framework_its_speed_ratio_compile_time_and_memory():
+    row = {"arch": "two_stream", "input": "rgb 1x224x224 + flow 10x224x224", "batch": 1,
+           "dtype": "float32",
+           "jax": {"train": {"clips_per_s": 5.0, "compile_s": 29.4, "gflop_per_clip": 19.7,
+                             "percent_of_peak": 30.2}, "peak_rss_mb": 1769.4},
+           "torch_eager": {"train": {"clips_per_s": 4.0, "compile_s": 2.0},
+                           "peak_rss_mb": 708.0},
+           "torch_compile": {"train": {"clips_per_s": 2.5, "compile_s": 181.6},
+                             "peak_rss_mb": 950.2}}
+    header, rule, line = run.markdown([row], ["train"]).splitlines()
+    cells = dict(zip([c.strip() for c in header.strip("|").split("|")],
+                     [c.strip() for c in line.strip("|").split("|")]))
+    assert len(rule.strip("|").split("|")) == len(cells)
+    assert cells["ours clips/s"] == "5.000" and cells["torch.compile"] == "2.500"
+    assert cells["ours / eager"] == "1.25x" and cells["ours / compile"] == "2.00x"
+    assert cells["ours compile s"] == "29" and cells["torch.compile compile s"] == "182"
+    assert (cells["ours peak MB"], cells["eager peak MB"], cells["torch.compile peak MB"]) == (
+        "1769", "708", "950")
+    assert cells["GFLOP/clip"] == "19.7" and cells["ours % of peak"] == "30%"
+    # A peer that was not run is "n/a", not a crash.
+    del row["torch_compile"]
+    cells = run.markdown([row], ["train"]).splitlines()[2].strip("|").split("|")
+    assert [c.strip() for c in cells].count("n/a") == 4
+
+
 def test_a_wrongly_mapped_kernel_changes_the_logits():
     shapes = SHAPES["two_stream_i3d"]
     variables, arrays, ours = reference("two_stream_i3d")
