@@ -472,7 +472,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=None,
                         help="clips per call (default 1; 2 for conv3d, whose fully connected "
                         "BatchNorm PyTorch refuses to train on one clip)")
-    parser.add_argument("--iters", type=int, default=3, help="timed calls (median) after warm-up")
+    parser.add_argument("--iters", type=int, default=5, help="timed calls (median) after warm-up")
     parser.add_argument("--dtypes", default="auto",
                         help=f"comma-separated, from {DTYPES}; 'auto' (the default): float32, "
                              "and bfloat16 where the CPU has it natively "
