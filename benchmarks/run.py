@@ -432,8 +432,7 @@ def markdown(rows: list[dict], what: list[str]) -> str:
     lines = ["| architecture | input (batch) | dtype | what | ours clips/s | torch eager | torch.compile | "
              "ours / eager | ours / compile | ours compile s | torch.compile compile s | "
              "ours peak MB | eager peak MB | torch.compile peak MB | GFLOP/clip | ours % of peak |",
-             "| --- | --- | --- | --- | " + "---: | " * 12]
-    lines[-1] = lines[-1].rstrip()
+             "| " + " | ".join(["---"] * 4 + ["---:"] * 12) + " |"]
     fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
     for row in rows:
         for part in what:
