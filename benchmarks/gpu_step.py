@@ -29,7 +29,7 @@ import optax
 
 from benchmarks.machine import machine_record, time_calls
 from i3d_jax.models import build_model
-from i3d_jax.train import StepFunctions, state_key
+from i3d_jax.train.step import StepFunctions, state_key
 
 NUM_CLASSES = 400
 

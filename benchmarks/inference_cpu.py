@@ -87,7 +87,7 @@ def main(argv=None):
 
     from benchmarks.torch_i3d import InceptionI3d as TorchI3d
     from i3d_jax.convert.pytorch_i3d import convert_pytorch_i3d
-    from i3d_jax.models.i3d import InceptionI3d
+    from i3d_jax.models import build_model
 
     cores = available_cores()
     torch.set_num_threads(cores)
@@ -97,7 +97,7 @@ def main(argv=None):
     state, weights_from = seeded_state_dict(args.reference_dir, torch_model)
     torch_model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
     variables = jax.device_put(convert_pytorch_i3d(state))
-    jax_model = InceptionI3d(batch_norm_scale=True)
+    jax_model = build_model("i3d", batch_norm_scale=True)  # the kernels a script gets
     # Weights are an argument, not closed over: as constants XLA would fold
     # them into the program and compile far more slowly.
     jax_forward = jax.jit(lambda v, x: jax_model.apply(v, x, train=False))

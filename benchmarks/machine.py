@@ -26,7 +26,7 @@ def cpu_model() -> str:
 
 def isa() -> list[str]:
     """The vector extensions that decide convolution speed on a CPU (from /proc/cpuinfo)."""
-    from i3d_jax.models.cpu_features import cpu_flags
+    from i3d_jax.kernels.host import cpu_flags
 
     wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
               "amx_bf16", "amx_tile")

@@ -49,8 +49,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.machine import available_cores, machine_record, time_calls  # noqa: E402
-from i3d_jax.launch import HUGE_PAGES  # noqa: E402
-from i3d_jax.models import cpu_features  # noqa: E402
+from i3d_jax.kernels import host  # noqa: E402
 
 ARCHITECTURES = ("i3d", "convnet_lstm", "conv3d", "two_stream", "two_stream_fused",
                  "two_stream_i3d")
@@ -70,13 +69,13 @@ def dtypes_for(requested: str, flags: frozenset[str] | None = None) -> tuple[lis
     bfloat16 where the CPU has it natively; a bfloat16 asked for by name on a
     CPU without it is measured, with the warning saying so."""
     if requested == "auto":
-        native = cpu_features.has_native_bf16(flags)
+        native = host.has_native_bf16(flags)
         return ["float32", *(["bfloat16"] if native else [])], None
     dtypes = [d for d in requested.split(",") if d]
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown or not dtypes:
         raise ValueError(f"--dtypes: {unknown or requested!r} not in {DTYPES} (or 'auto')")
-    warning = cpu_features.bf16_warning("cpu", flags) if "bfloat16" in dtypes else None
+    warning = host.bf16_warning("cpu", flags) if "bfloat16" in dtypes else None
     return dtypes, warning
 
 
@@ -125,12 +124,12 @@ def cpu_peak_gflops(flops_per_cycle: int) -> tuple[float, str]:
 
 # --- ours ---------------------------------------------------------------------------------
 
-def _jax_model(arch, shapes, conv_impl="auto", width_multiplier=1.0, dtype="float32"):
+def _jax_model(arch, shapes, kernels="auto", width_multiplier=1.0, dtype="float32"):
     import jax.numpy as jnp
 
     from i3d_jax.models import build_model
 
-    return build_model(arch, num_classes=NUM_CLASSES, conv_impl=conv_impl,
+    return build_model(arch, num_classes=NUM_CLASSES, kernels=kernels,
                        width_multiplier=width_multiplier, dtype=jnp.dtype(dtype),
                        **model_fields(arch, shapes))
 
@@ -151,7 +150,7 @@ def jax_worker(arch: str, shapes: dict, what: list[str], iters: int,
     import jax.numpy as jnp
     import optax
 
-    from i3d_jax.train import StepFunctions, state_key
+    from i3d_jax.train.step import StepFunctions, state_key
 
     arrays = {s: jnp.asarray(a) for s, a in example_inputs(shapes).items()}
     batch = next(iter(shapes.values()))[0]
@@ -166,6 +165,11 @@ def jax_worker(arch: str, shapes: dict, what: list[str], iters: int,
                              schedule=schedule, stream_names=tuple(shapes), mesh=mesh)
 
     model = _jax_model(arch, shapes, dtype=dtype)
+    from i3d_jax.kernels import xla_flags
+
+    # What the library chose for this process, as a script of a user's gets it.
+    results["kernels"] = f"{model.kernels.name}: {model.kernels.description}"
+    results["xla_flags_at_start"] = xla_flags.flags_at_start()
     fns = step_functions(model)
     state = jax.jit(fns.init)(state_key(0), _jax_inputs({s: a[:1] for s, a in arrays.items()}))
     if "inference" in what:
@@ -174,7 +178,7 @@ def jax_worker(arch: str, shapes: dict, what: list[str], iters: int,
         started = time.perf_counter()
         compiled = apply.lower(variables, _jax_inputs(arrays)).compile()
         compile_s = time.perf_counter() - started
-        native = _jax_model(arch, shapes, "native", dtype=dtype)
+        native = _jax_model(arch, shapes, "xla", dtype=dtype)
         flops = _cost_flops(jax.jit(lambda v, x: native.apply(v, x, train=False)).lower(
             variables, _jax_inputs(arrays)))
         run = lambda: jax.block_until_ready(compiled(variables, _jax_inputs(arrays)))  # noqa: E731
@@ -187,7 +191,7 @@ def jax_worker(arch: str, shapes: dict, what: list[str], iters: int,
         started = time.perf_counter()
         step = jax.jit(fns.train_step, donate_argnums=0).lower(state, data).compile()
         compile_s = time.perf_counter() - started
-        flops = _cost_flops(jax.jit(step_functions(_jax_model(arch, shapes, "native", dtype=dtype))
+        flops = _cost_flops(jax.jit(step_functions(_jax_model(arch, shapes, "xla", dtype=dtype))
                                     .train_step)
                             .lower(state, data))
         holder = {"state": state}
@@ -390,15 +394,15 @@ def check_worker(kind: str, arch: str, exchange: Path) -> dict:
 
 # --- the parent: one process per framework, the table -------------------------------------
 
-# jaxlib 0.10.2's YNNPACK elementwise fusions crash XLA:CPU (a segfault in
-# ynn::max_fp32_x86_avx512f_avx512bw) on the 3D-ConvNet at its paper input on
-# an AVX-512 EPYC; matrix products stay YNNPACK's. Every JAX process of the
-# benchmark gets this unless --xla-flags says otherwise, and the JSON records it.
-XLA_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type=dot"
+# glibc's allocator hands XLA's and PyTorch's large buffers 2 MiB pages with
+# this (docs/benchmarks.md: "Huge pages"); both frameworks' workers get the
+# same GLIBC_TUNABLES, this by default.
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
 def worker_env(args) -> dict:
-    """Every worker's environment: XLA_FLAGS plus `--xla-flags` (JAX's only), and
+    """Every worker's environment: XLA_FLAGS plus `--xla-flags` (JAX's only; by
+    default nothing: the library's own choice, as a user's script gets it), and
     GLIBC_TUNABLES set to `--glibc-tunables` for both frameworks alike."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
@@ -475,16 +479,17 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default="auto",
                         help=f"comma-separated, from {DTYPES}; 'auto' (the default): float32, "
                              "and bfloat16 where the CPU has it natively "
-                             f"({' or '.join(cpu_features.NATIVE_BF16_FLAGS)})")
+                             f"({' or '.join(host.NATIVE_BF16_FLAGS)})")
     parser.add_argument("--flops-per-cycle", type=int, default=None,
                         help="FP32 FLOPs per cycle per core (default: 64 with AVX-512, else 32)")
     parser.add_argument("--worker-timeout", type=int, default=1800)
-    parser.add_argument("--xla-flags", default=XLA_WORKAROUND,
-                        help="added to XLA_FLAGS in every JAX process (default: %(default)s; "
-                             "'' for XLA's defaults)")
+    parser.add_argument("--xla-flags", default="",
+                        help="added to XLA_FLAGS in every JAX process (default: none; the "
+                             "library adds its own CPU flags, i3d_jax/kernels/xla_flags.py, as "
+                             "for any script)")
     parser.add_argument("--glibc-tunables", default=HUGE_PAGES,
                         help="GLIBC_TUNABLES of every worker, ours and PyTorch's (default: "
-                             "%(default)s, what `i3d-jax` runs with: i3d_jax/launch.py; '' for "
+                             "%(default)s, the huge-pages recipe of docs/benchmarks.md; '' for "
                              "glibc's defaults)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", choices=("jax", *PEERS, "jax_reference", "torch_check"),

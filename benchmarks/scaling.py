@@ -25,7 +25,7 @@ from benchmarks.machine import machine_record
 from i3d_jax.models import build_model
 from i3d_jax.models.stats import count_params, forward_flops
 from i3d_jax.streams import STREAM_CHANNELS
-from i3d_jax.train import StepFunctions, state_key
+from i3d_jax.train.step import StepFunctions, state_key
 
 
 def _flops(compiled) -> float:
@@ -37,7 +37,7 @@ def _flops(compiled) -> float:
 
 def measure(architecture: str, streams: tuple[str, ...], frames: int, size: int,
             num_classes: int = 400) -> dict:
-    model = build_model(architecture, num_classes=num_classes, conv_impl="native")
+    model = build_model(architecture, num_classes=num_classes, kernels="xla")
     inputs = {s: jax.ShapeDtypeStruct((1, frames, size, size, STREAM_CHANNELS[s]), jnp.float32)
               for s in streams}
     model_input = inputs[streams[0]] if len(streams) == 1 else inputs

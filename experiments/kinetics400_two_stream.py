@@ -20,24 +20,46 @@ training; at test 25 RGB frames and their 250 flow frames, each RGB frame with
 its 10, predictions averaged (`eval.whole_video_frames=250`: back-to-back views).
 ImageNet start: `--config.init_from=inception_v1:tf-slim:PATH` (both streams from
 the 2D Inception-v1, the flow stream's first conv averaged over RGB); default
-below. The recipe is `i3d_jax.configs.paper_recipe` (see kinetics400_i3d.py for
-what the paper does not state and we chose).
+below. The recipe is below (kinetics400_i3d.py says what the paper does not state
+and we chose).
 """
 from __future__ import annotations
 
-from i3d_jax.configs import kinetics400_config, parse_variant
+from i3d_jax.configs import apply_preset, default_config, parse_variant, set_values
 
 IMAGENET = "inception_v1:tf-slim:runs/imagenet/inception_v1.ckpt"
 
 
 def get_config(arg: str | None = None):
     variant = parse_variant(arg, __file__, init=("imagenet", "scratch"))
-    return kinetics400_config(variant, {
+    config = default_config(lock=False)
+    set_values(config, {
         "dataset": "kinetics/400_flow",
-        "model.architecture": "two_stream",
-        "input.streams": "rgb,flow",
-        "input.rgb.num_frames": 1, "input.rgb.offset": 5,
-        "input.flow.num_frames": 10,
+        # The model: two full-width Inception-v1 streams (their own dropout), each
+        # with its own loss; TF's BatchNorm momentum.
+        "model.architecture": "two_stream", "model.width_multiplier": 1.0,
+        "model.dropout_rate": None, "model.batch_norm_momentum": 0.999, "dtype": "float32",
         "loss.endpoints": "rgb_logits,flow_logits",
-        "init_from": IMAGENET if variant["init"] == "imagenet" else "",
+        "init_from": IMAGENET if variant["init"] == "imagenet" else "", "seed": 0,
+        # Training clips: one RGB frame, 5 frames in, and the 10 flow frames
+        # around it; a random 224 crop of the stored frames, one flip.
+        "input.streams": "rgb,flow", "input.rgb.num_frames": 1, "input.rgb.offset": 5,
+        "input.flow.num_frames": 10, "input.resize_short_side": None,
+        "input.crop_size": 224, "input.flip": True, "input.shuffle_buffer": 1024,
+        # SGD with momentum 0.9, 110k steps of 256 clips, the rate divided by 10
+        # at 60k and 95k (the steps, batch and rate are ours: see kinetics400_i3d.py).
+        "total_steps": 110_000, "batch_size": 256,
+        "optimizer.name": "sgd", "optimizer.momentum": 0.9, "optimizer.nesterov": False,
+        "optimizer.weight_decay": 1e-7,
+        "schedule.name": "piecewise", "schedule.learning_rate": 0.1,
+        "schedule.warmup_steps": 0, "schedule.boundaries": (60_000, 95_000),
+        "schedule.factor": 0.1,
+        "log_every_steps": 100, "checkpoint_every_steps": 1000, "keep_checkpoints": 3,
+        "eval_every_steps": 10_000, "eval.batch_size": 16,
+        # Test: the whole video (250 frames: 25 RGB snapshots and their 250 flow
+        # frames), centre crop, predictions averaged.
+        "eval.whole_video_frames": 250, "eval.num_clips": 1, "eval.num_crops": 1,
     })
+    apply_preset(config, variant["preset"])
+    config.lock()
+    return config

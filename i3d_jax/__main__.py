@@ -1,4 +1,4 @@
-from i3d_jax.launch import main
+from i3d_jax.cli import main
 
 if __name__ == "__main__":
     main()

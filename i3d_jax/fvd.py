@@ -335,15 +335,18 @@ class VideoEmbedder:
         self._variables = jax.device_put(self.model_variables, replicated)
 
     @classmethod
-    def from_pretrained(cls, metadata, variables, embedding: str = "logits", **options):
-        """From (metadata, variables) as `load_weights` or `load_pretrained` return them."""
+    def from_pretrained(cls, metadata, variables, embedding: str = "logits", kernels="auto",
+                        **options):
+        """From (metadata, variables) as `load_weights` or `load_pretrained` return them;
+        `kernels` as `build_model` takes them."""
         if metadata.in_channels != 3:
             raise ValueError(
                 f"FVD embeds RGB videos, but the weights ({metadata.source or 'checkpoint'}) "
                 f"take {metadata.in_channels}-channel ({metadata.stream}) input"
             )
         _check_embedding(embedding)
-        model = metadata.build_model(final_endpoint=EMBEDDING_ENDPOINTS[embedding])
+        model = metadata.build_model(final_endpoint=EMBEDDING_ENDPOINTS[embedding],
+                                     kernels=kernels)
         return cls(variables, model, embedding=embedding, weights_name=metadata.source, **options)
 
     @property

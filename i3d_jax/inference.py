@@ -53,12 +53,12 @@ class LoadedModel:
         labels = self.metadata.labels
         return labels[index] if labels else f"class_{index}"
 
-    def endpoint_fn(self, endpoint: str, dtype=jnp.float32):
+    def endpoint_fn(self, endpoint: str, dtype=jnp.float32, kernels="auto"):
         """A function clip [T, H, W, C] -> the endpoint's output for it, jitted
-        (compiled once per clip shape)."""
+        (compiled once per clip shape); `kernels` as `build_model` takes them."""
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; choose one of {', '.join(ENDPOINTS)}")
-        model = self.metadata.build_model(final_endpoint=endpoint, dtype=dtype)
+        model = self.metadata.build_model(final_endpoint=endpoint, dtype=dtype, kernels=kernels)
         # An argument of the jitted function, not a constant closed over:
         # constants would be folded into the HLO, slowing every compile and
         # holding the weights twice.

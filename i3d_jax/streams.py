@@ -17,3 +17,10 @@ def stream_for_channels(channels: int, origin: str) -> str:
         if count == channels:
             return stream
     raise ValueError(f"{origin}: {channels} input channels; expected {accepted_channels()}")
+
+
+def model_inputs(batch, stream_names):
+    """One stream's array, or {"rgb", "flow"} for a model fed several."""
+    if len(stream_names) == 1:
+        return batch[stream_names[0]]
+    return {s: batch[s] for s in stream_names}

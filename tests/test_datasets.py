@@ -166,6 +166,7 @@ def run_build_command(program, dataset, manual, data_dir):
     assert json.loads((prepared / "build_report-train.json").read_text())["clips_written"] == 4
 
 
+@pytest.mark.slow
 def test_kinetics_with_the_build_command(tmp_path):
     # By name, as an installed package (no checkout) builds it.
     manual = kinetics_release(tmp_path / "manual")
@@ -173,6 +174,7 @@ def test_kinetics_with_the_build_command(tmp_path):
                       tmp_path / "data")
 
 
+@pytest.mark.slow
 def test_kinetics_with_tfds_build(tmp_path):
     # TFDS 4.9.10's `tfds` program cannot start without apache-beam and mlcroissant.
     require_test_package("apache_beam", "TFDS's tfds program")
@@ -324,6 +326,7 @@ def test_tvl1_flow_is_aligned_with_the_frames():
 # Beam
 
 
+@pytest.mark.slow
 def test_beam_build_matches_the_in_process_build(no_gcs, tmp_path):
     require_test_package("apache_beam", "a Beam build")
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -341,3 +344,57 @@ def test_beam_build_matches_the_in_process_build(no_gcs, tmp_path):
     report = read_build_report(beam.data_dir, "train")
     assert {s["video_id"] for s in report["skipped"]} == {
         "missingvid4_000005_000015", "corruptvid5_000005_000015"}
+
+
+# --------------------------------------------------------------------------
+# Your own videos: video_folder
+
+
+def test_a_folder_of_labelled_clips_builds_with_its_classes_and_skips_a_corrupt_one(
+        no_gcs, tmp_path, caplog):
+    root = tmp_path / "clips"
+    for split, count in (("train", 2), ("test", 1)):
+        for label in ("waving", "clapping"):
+            for i in range(count):
+                write_video(root / split / label / f"{label}_{i}.mp4", num_frames=10,
+                            first_level=3 * i)
+    write_corrupt_video(root / "train" / "waving" / "broken.mp4")
+    with caplog.at_level(logging.INFO):
+        builder = build("video_folder/rgb", tmp_path / "data", root)
+    assert builder.info.features["label"].names == ["clapping", "waving"]
+    train = examples(builder, "train")
+    assert sorted(train) == ["train/clapping/clapping_0", "train/clapping/clapping_1",
+                             "train/waving/waving_0", "train/waving/waving_1"]
+    example = train["train/waving/waving_1"]
+    assert (example["label"], example["label_name"].decode()) == (1, "waving")
+    assert example["video"].shape[0] == 10 and min(example["video"].shape[1:3]) == 256
+    assert list(decoded_levels(example["video"])) == [(3 + i) % LEVELS for i in range(10)]
+    assert sorted(examples(builder, "test")) == ["test/clapping/clapping_0", "test/waving/waving_0"]
+    report = read_build_report(builder.data_dir, "train")
+    assert [f["video_id"] for f in report["skipped"]] == ["train/waving/broken"]
+    assert report["clips_written"] == 4 and "skipping train/waving/broken" in caplog.text
+
+
+def test_list_files_name_clips_and_labels_as_mmaction2_does(no_gcs, tmp_path):
+    root = tmp_path / "clips"
+    for name, level in (("a", 0), ("b", 5), ("c", 9)):
+        write_video(root / "videos" / f"{name}.mp4", num_frames=6, first_level=level)
+    (root / "classes.txt").write_text("jump\nrun\nswim\n")
+    (root / "train.txt").write_text("videos/a.mp4 2\nvideos/b.mp4 run\n\n")
+    (root / "val.txt").write_text("videos/c.mp4 0\n")
+    builder = build("video_folder/rgb", tmp_path / "data", root)
+    assert builder.info.features["label"].names == ["jump", "run", "swim"]
+    labels = {k: int(v["label"]) for k, v in examples(builder, "train").items()}
+    assert labels == {"videos/a": 2, "videos/b": 1}
+    assert {k: int(v["label"]) for k, v in examples(builder, "val").items()} == {"videos/c": 0}
+
+
+def test_a_bad_list_line_or_an_empty_folder_is_named(tmp_path):
+    from i3d_jax.datasets.builders.video_folder.video_folder_dataset_builder import read_list_file
+
+    (tmp_path / "train.txt").write_text("videos/a.mp4 1\njust_a_path.mp4\n")
+    with pytest.raises(ValueError, match=r"train.txt:2: expected 'PATH LABEL'"):
+        read_list_file(tmp_path / "train.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no clips found"):
+        build("video_folder/rgb", tmp_path / "data", tmp_path / "empty")

@@ -1,22 +1,25 @@
-"""The shared layers' switches: `conv_impl` chooses the 3D convolution per
-module (and so per jit trace), reaches every 3D conv of every architecture,
-and is what the FLOP count uses; every BatchNorm has TF's constants."""
+"""The shared layers' kernels: the `kernels` field chooses what a model
+computes with per module (and so per jit trace), reaches every 3D conv and
+every BatchNorm of every architecture, and the FLOP count uses XLA's own
+convolutions; every BatchNorm has TF's constants."""
 import functools
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
+from i3d_jax.kernels import XLA
+from i3d_jax.kernels.cpu import make_kernels
 from i3d_jax.models import ARCHITECTURES, InceptionI3d, build_model
-from i3d_jax.models.layers import (BATCH_NORM_DECAY, BATCH_NORM_EPSILON, CONV_IMPLS, BatchNorm,
-                                   Unit)
+from i3d_jax.models.layers import BATCH_NORM_DECAY, BATCH_NORM_EPSILON, BatchNorm
 from i3d_jax.models.stats import abstract_variables, summarise
 
 # How StableHLO writes a convolution with three spatial axes.
 CONV_3D = "dim_numbers = [b, 0, 1, 2, f]"
+# The CPU set with XLA's own forward convolutions (stacked taps): no custom call.
+STACKED_TAPS = make_kernels("stacked_taps", "lax")
 
 
 def _convs_3d(lowered) -> int:
@@ -32,16 +35,16 @@ def _forward(model, variables, x):
     return model.apply(variables, x, train=False)
 
 
-def test_one_jitted_function_gives_each_conv_impl_its_own_trace():
-    # The old ContextVar switch failed exactly here: a function traced once
-    # kept that trace's convolution whatever the switch said later. As a
-    # field, the choice is part of the (static) model, so of jit's cache key.
+def test_one_jitted_function_gives_each_kernel_set_its_own_trace():
+    # A global switch read while tracing fails exactly here: a function traced
+    # once keeps that trace's convolution whatever the switch says later. As a
+    # field, the set is part of the (static) model, so of jit's cache key.
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 5, 33, 31, 3), minval=-1, maxval=1)
-    models = {
-        impl: InceptionI3d(width_multiplier=1 / 16, final_endpoint="Mixed_3b", conv_impl=impl)
-        for impl in ("stacked_taps", "native", "auto")
-    }
-    variables = jax.jit(lambda key: models["native"].init(key, x, train=False))(jax.random.PRNGKey(1))
+    models = {name: InceptionI3d(width_multiplier=1 / 16, final_endpoint="Mixed_3b",
+                                 **({"kernels": kernels} if kernels else {}))
+              for name, kernels in (("default", None), ("xla", XLA), ("cpu", STACKED_TAPS))}
+    assert models["default"].kernels is XLA  # a model built directly computes with lax
+    variables = jax.jit(lambda key: models["xla"].init(key, x, train=False))(jax.random.PRNGKey(1))
     units = _kernels_3d(variables)
     assert units == 9  # three stem convs and the block's six
     for model in models.values():
@@ -49,13 +52,11 @@ def test_one_jitted_function_gives_each_conv_impl_its_own_trace():
             jax.eval_shape(lambda key: model.init(key, x, train=False), jax.random.PRNGKey(1)),
             variables)
 
-    counts = {impl: _convs_3d(_forward.lower(model, variables, x)) for impl, model in models.items()}
-    assert counts["stacked_taps"] == 0
-    assert counts["native"] == units
-    assert counts["auto"] == (0 if jax.default_backend() == "cpu" else units)
+    counts = {name: _convs_3d(_forward.lower(model, variables, x)) for name, model in models.items()}
+    assert counts == {"default": units, "xla": units, "cpu": 0}
 
-    stacked = _forward(models["stacked_taps"], variables, x)
-    native = _forward(models["native"], variables, x)
+    stacked = _forward(models["cpu"], variables, x)
+    native = _forward(models["xla"], variables, x)
     assert _forward._cache_size() == 2
     scale = float(jnp.abs(native).max())
     chex.assert_trees_all_close(stacked, native, atol=1e-5 * scale, rtol=1e-4)
@@ -82,7 +83,7 @@ def _tiny(arch, **fields):
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_conv_impl_reaches_every_3d_conv_and_every_batch_norm_has_tf_constants(arch):
+def test_the_kernels_reach_every_3d_conv_and_every_batch_norm_has_tf_constants(arch):
     inputs = _abstract_inputs(arch)
     batch_norms = []
 
@@ -92,25 +93,25 @@ def test_conv_impl_reaches_every_3d_conv_and_every_batch_norm_has_tf_constants(a
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record):
-        variables = abstract_variables(_tiny(arch, conv_impl="native"), inputs)
+        variables = abstract_variables(_tiny(arch, kernels=STACKED_TAPS), inputs)
     assert batch_norms
     for norm in batch_norms:
         assert (norm.momentum, norm.epsilon) == (BATCH_NORM_DECAY, BATCH_NORM_EPSILON), norm.name
         assert norm.param_dtype == jnp.float32
-        # The model's choice reaches every BatchNorm (its default would be "auto").
-        assert norm.conv_impl == "native", norm.name
+        # The model's set reaches every BatchNorm (its default would be XLA's).
+        assert norm.kernels is STACKED_TAPS, norm.name
 
     counts = {
-        impl: _convs_3d(
-            jax.jit(lambda v, x, model=_tiny(arch, conv_impl=impl): model.apply(v, x, train=False))
+        name: _convs_3d(
+            jax.jit(lambda v, x, model=_tiny(arch, kernels=kernels): model.apply(v, x, train=False))
             .lower(variables, inputs))
-        for impl in ("native", "stacked_taps", "cpu")
+        for name, kernels in (("xla", "xla"), ("cpu", STACKED_TAPS))
     }
     # Every 3D kernel is one native 3D convolution, and none is left native
-    # when the rewrite is asked for (2D architectures have neither).
-    assert counts == {"native": _kernels_3d(variables), "stacked_taps": 0, "cpu": 0}
+    # under the CPU set (2D architectures have neither).
+    assert counts == {"xla": _kernels_3d(variables), "cpu": 0}
     if arch in ("i3d", "conv3d", "two_stream_fused", "two_stream_i3d"):
-        assert counts["native"] > 0
+        assert counts["xla"] > 0
 
 
 def _compiled_flops(model, variables, inputs) -> float:
@@ -126,22 +127,13 @@ def test_summary_counts_the_native_convolutions():
     model = build_model("conv3d", width_multiplier=0.0625)
     inputs = jax.ShapeDtypeStruct((1, 16, 112, 112, 3), jnp.float32)
     variables = abstract_variables(model, inputs)
-    native = _compiled_flops(model.clone(conv_impl="native"), variables, inputs)
-    stacked = _compiled_flops(model.clone(conv_impl="stacked_taps"), variables, inputs)
+    native = _compiled_flops(model.clone(kernels=XLA), variables, inputs)
+    stacked = _compiled_flops(model.clone(kernels=STACKED_TAPS), variables, inputs)
     assert stacked > 1.05 * native
     assert summarise("conv3d", width_multiplier=0.0625)["flops"] == native
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_unknown_conv_impl_names_the_accepted_ones(arch):
-    accepted = ", ".join(repr(impl) for impl in CONV_IMPLS)
-    with pytest.raises(ValueError, match=f"'cudnn' is not one of \\({accepted}\\)"):
-        build_model(arch, conv_impl="cudnn")
-
-
-def test_unknown_conv_impl_of_a_unit_is_refused():
-    with pytest.raises(ValueError, match="'stacked' is not one of"):
-        Unit(4, (3, 3, 3), conv_impl="stacked")
-    # A clone is checked as well: it is how callers switch an existing model.
-    with pytest.raises(ValueError, match="'Native' is not one of"):
-        InceptionI3d().clone(conv_impl="Native")
+def test_unknown_kernels_name_the_accepted_ones(arch):
+    with pytest.raises(ValueError, match="kernels 'cudnn' is not one of auto, xla, cpu"):
+        build_model(arch, kernels="cudnn")

@@ -159,39 +159,3 @@ def test_batch_norm_running_stats_use_decay_0999_and_eps_1e3():
     chex.assert_trees_all_close(stats["mean"], 0.001 * batch_mean, atol=1e-5)
     chex.assert_trees_all_close(stats["var"], 0.999 + 0.001 * batch_var, atol=1e-5)
     chex.assert_trees_all_close(out, (conv - batch_mean) / np.sqrt(batch_var + 1e-3), atol=1e-4)
-
-
-@pytest.mark.parametrize("frames,kernel,strides", [(9, (7, 7, 7), (2, 2, 2)), (6, (3, 3, 3), (1, 1, 1)),
-                                                   (5, (2, 1, 1), (2, 1, 1)), (1, (3, 3, 3), (1, 2, 2))])
-def test_conv3d_as_2d_equals_lax_conv_in_values_and_gradients(frames, kernel, strides):
-    from jax import lax
-
-    from i3d_jax.models.i3d import conv3d_as_2d
-
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, frames, 11, 10, 3))
-    w = jax.random.normal(jax.random.PRNGKey(1), (*kernel, 3, 4))
-    numbers = lax.conv_dimension_numbers(x.shape, w.shape, ("NDHWC", "DHWIO", "NDHWC"))
-
-    def loss(conv, x, w):
-        return jnp.sum(jnp.sin(conv(x, w, strides, "SAME", dimension_numbers=numbers)))
-
-    chex.assert_trees_all_close(
-        conv3d_as_2d(x, w, strides, "SAME", dimension_numbers=numbers),
-        lax.conv_general_dilated(x, w, strides, "SAME", dimension_numbers=numbers), atol=1e-4)
-    chex.assert_trees_all_close(jax.grad(loss, argnums=(1, 2))(conv3d_as_2d, x, w),
-                                jax.grad(loss, argnums=(1, 2))(lax.conv_general_dilated, x, w),
-                                atol=1e-3, rtol=1e-4)
-
-
-def test_conv3d_as_2d_leaves_other_convolutions_to_lax():
-    from jax import lax
-
-    from i3d_jax.models.i3d import conv3d_as_2d
-
-    x = jax.random.normal(jax.random.PRNGKey(0), (1, 6, 9, 9, 2))
-    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 2, 4))
-    numbers = lax.conv_dimension_numbers(x.shape, w.shape, ("NDHWC", "DHWIO", "NDHWC"))
-    for padding, dilation in [("VALID", (1, 1, 1)), ("SAME", (2, 1, 1))]:
-        chex.assert_trees_all_close(
-            conv3d_as_2d(x, w, (1, 1, 1), padding, rhs_dilation=dilation, dimension_numbers=numbers),
-            lax.conv_general_dilated(x, w, (1, 1, 1), padding, rhs_dilation=dilation, dimension_numbers=numbers))

@@ -65,7 +65,9 @@ def test_two_processes_give_the_losses_of_one(two_process_run, tiny_data_dir, tm
     assert "step 3/3" in logs[0] and "step 3/3" not in logs[1]  # process 0 speaks for both
     assert (workdir / "checkpoints" / "3" / "input" / "process_1").is_dir()
 
-    from i3d_jax import sharding, train
+    from i3d_jax import sharding
+
+    from i3d_jax.train import loop as train  # the loop's own names are patched
     from i3d_jax.input_pipeline import DatasetIterator, train_dataset
 
     def both_processes_streams(run):
@@ -99,7 +101,9 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, tiny_d
                                                          tmp_path):
     import shutil
 
-    from i3d_jax import checkpoints, train
+    from i3d_jax import checkpoints
+
+    from i3d_jax.train import loop as train  # the loop's own names are patched
 
     workdir = tmp_path / "resumed"
     shutil.copytree(two_process_run[0], workdir)

@@ -1,4 +1,6 @@
-"""The package as a wheel: what a non-editable install (`pip install .`) gets."""
+"""The package as a wheel: what a non-editable install (`pip install .`) gets,
+outside the checkout: the dataset builders, the experiment configs by name,
+and a training run of the main job."""
 import json
 import os
 import shutil
@@ -6,6 +8,8 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # What the wheel is built from: the package and its metadata, copied out of the
@@ -32,10 +36,26 @@ def run(command, **kwargs):
     return result.stdout
 
 
-def test_the_wheel_ships_every_dataset_builder(tmp_path):
+def test_every_package_folder_is_in_the_wheel_s_list():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts)
+             for p in (REPO / "i3d_jax").rglob("__init__.py")}
+    assert listed == found | {"i3d_jax.experiments"}
+    assert (REPO / "experiments" / "__init__.py").exists()
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(python, site-packages, a folder outside the checkout, env) of a fresh
+    environment with the wheel installed."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     source = tmp_path / "source"
-    shutil.copytree(REPO / "i3d_jax", source / "i3d_jax",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "i3d_jax", source / "i3d_jax", ignore=ignore)
+    shutil.copytree(REPO / "experiments", source / "experiments", ignore=ignore)
     for name in SOURCE_FILES:
         shutil.copy(REPO / name, source / name)
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -57,11 +77,42 @@ def test_the_wheel_ships_every_dataset_builder(tmp_path):
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return python, site_packages, outside, env, tmp_path
+
+
+def test_the_wheel_ships_every_dataset_builder(installed):
+    python, site_packages, outside, env, tmp_path = installed
     listed = run([str(python), "-c", LIST_BUILDERS, str(tmp_path / "tfds")], cwd=outside, env=env)
     found = json.loads(listed.strip().splitlines()[-1])
     assert Path(found["package"]).is_relative_to(site_packages), found["package"]
-    assert found["names"] == ["hmdb51", "kinetics", "synthetic_motion", "ucf101"]
+    assert found["names"] == ["hmdb51", "kinetics", "synthetic_motion", "ucf101", "video_folder"]
     assert all(found["described"].values()), found["described"]
     assert found["cited"] == {"kinetics": True, "ucf101": True, "hmdb51": True,
-                              "synthetic_motion": False}
+                              "synthetic_motion": False, "video_folder": False}
     assert found["by_name"] == "kinetics/600_flow/1.0.0"
+
+
+PAPER_CONFIGS = ["kinetics400_i3d:rgb,scratch,cpu", "kinetics400_i3d:flow,imagenet,gpu8",
+                 "kinetics400_two_stream:scratch", "kinetics400_two_stream_fused",
+                 "kinetics400_convnet_lstm:tpu_v5e_64", "kinetics400_conv3d",
+                 "finetune:hmdb51,rgb+flow,2,last_layer", "synthetic_demo"]
+
+
+def test_the_wheel_trains_and_finds_every_config_by_name(installed):
+    python, site_packages, outside, env, tmp_path = installed
+    i3d_jax = [str(python), "-m", "i3d_jax"]
+    for spec in PAPER_CONFIGS:
+        printed = json.loads(run([*i3d_jax, "train", "--workdir", str(tmp_path / "unused"),
+                                  "--config", spec, "--print-config"], cwd=outside, env=env))
+        assert printed["total_steps"] > 0 and printed["dataset"], spec
+    assert not (tmp_path / "unused").exists()  # --print-config touches nothing
+    env = {**env, "TFDS_DATA_DIR": str(tmp_path / "tfds"), "JAX_PLATFORMS": "cpu"}
+    run([*i3d_jax, "train", "--workdir", str(tmp_path / "run"), "--config.total_steps=2",
+         "--config.batch_size=2", "--config.eval.batch_size=2",
+         "--config.eval.whole_video_frames=16", "--config.model.width_multiplier=0.125",
+         "--config.dataset=synthetic_motion/tiny"], cwd=outside, env=env)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["total_steps"] == 2 and config["optimizer"]["name"] == "adamw"
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    rows = [json.loads(line) for line in metrics.splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [2]

@@ -80,3 +80,47 @@ def test_the_ucf101_last_layer_config_fine_tunes_the_kinetics_run(kinetics_run, 
         np.testing.assert_array_equal(value, source, err_msg="/".join(keys))
         compared += 1
     assert compared > 100
+
+
+def test_your_own_videos_in_four_commands(tmp_path, compile_cache):
+    """The README's path: a folder of clips -> a dataset -> a fine-tuned, evaluated,
+    reported model, from the Kinetics-400 weights (sizes cut for the test only)."""
+    import subprocess
+    import sys
+
+    from fake_videos import write_corrupt_video, write_video
+
+    clips = tmp_path / "my_clips"
+    for split, count in (("train", 3), ("test", 2)):
+        for label, step in (("brightening", 1), ("darkening", -1)):
+            for i in range(count):
+                write_video(clips / split / label / f"{i}.mp4", num_frames=12,
+                            first_level=(i * 3) if step > 0 else 19 - i * 3)
+    write_corrupt_video(clips / "train" / "darkening" / "bad.mp4")
+    env = cli_env(compile_cache)
+    env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("device_count=8", "device_count=1")
+
+    def run(*args):
+        done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        return done
+
+    data = tmp_path / "tfds"
+    run("-m", "i3d_jax.datasets.build", "video_folder", "--config=rgb",
+        f"--manual_dir={clips}", f"--data_dir={data}")
+    workdir = tmp_path / "runs" / "mine"
+    trained = run("-m", "i3d_jax", "train", "--workdir", str(workdir), "--config", "own_videos",
+                  f"--config.data_dir={data}", "--config.total_steps=2", "--config.batch_size=2",
+                  "--config.eval.batch_size=2", "--config.input.crop_size=112",
+                  "--config.input.rgb.num_frames=8", "--config.eval.whole_video_frames=12",
+                  "--config.log_every_steps=1")
+    assert "init_from kinetics400-rgb" in trained.stderr or "from the weights of kinetics400-rgb" \
+        in trained.stderr
+    evaluated = run("-m", "i3d_jax", "eval", "--workdir", str(workdir), "--json")
+    record = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert record["num_examples"] == 4 and set(record["per_class_accuracy"]) == {
+        "brightening", "darkening"}
+    assert "orbax" not in evaluated.stderr.lower()  # the libraries' INFO lines stay out
+    reported = run("-m", "i3d_jax", "report", str(workdir))
+    assert (workdir / "report.png").exists() and "mine" in reported.stdout

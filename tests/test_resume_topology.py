@@ -74,7 +74,7 @@ def train_recording(monkeypatch, train, config, workdir, num_devices, stop_at=No
 @pytest.fixture(scope="module")
 def runs(tiny_data_dir, tmp_path_factory):
     """The uninterrupted 8-device run and the one stopped at step 3, with their labels."""
-    from i3d_jax import train
+    from i3d_jax.train import loop as train  # the loop's own names are patched
 
     monkeypatch = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("topology")
@@ -88,7 +88,8 @@ def runs(tiny_data_dir, tmp_path_factory):
 @pytest.mark.parametrize("num_devices,data,fsdp", [(4, 1, 4), (1, 1, 1)])
 def test_a_run_saved_on_8_devices_resumes_on_fewer(runs, num_devices, data, fsdp, tiny_data_dir,
                                                    tmp_path, monkeypatch):
-    from i3d_jax import checkpoints, train
+    from i3d_jax import checkpoints
+    from i3d_jax.train import loop as train  # the loop's own names are patched
 
     root, straight_labels, stopped_labels = runs
     assert checkpoints.training_manager(root / "stopped", read_only=True).all_steps() == [3]
@@ -126,7 +127,8 @@ def test_a_checkpoint_write_does_not_hold_up_the_next_steps(tiny_data_dir, tmp_p
     """The write of step 2 cannot finish before the batch of step 4 is fetched (so
     step 3 has run and been logged): a save that blocked the loop would wait 120 s
     for it instead. The run still ends with step 2's checkpoint whole."""
-    from i3d_jax import checkpoints, train
+    from i3d_jax import checkpoints
+    from i3d_jax.train import loop as train  # the loop's own names are patched
 
     release, outcome = threading.Event(), {}
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from i3d_jax import checkpoints
-from i3d_jax.configs import default_config
+from i3d_jax.configs import demo_config
 
 # The tiny dataset (32x32, 20 frames, 32 train / 16 test clips) and sizes to match.
-# 24x24 crops keep every convolution under cpu_ops.ONEDNN_MIN_FLOPS (32x32 put the
+# 24x24 crops keep every convolution under the CPU kernels' ONEDNN_MIN_FLOPS (32x32 put the
 # first over it): a step holding oneDNN's custom call cannot be serialized, and
 # these runs share their compiled steps through XLA's persistent cache (a repeated
 # 4-step run 43 -> 19 s).
@@ -272,7 +272,7 @@ def test_init_from_a_workdir_is_not_a_resume(finetuned):
 
 
 def tiny_config(data_dir, **overrides):
-    config = default_config()
+    config = demo_config()
     for arg in TINY:
         key, value = arg.removeprefix("--config.").split("=")
         node = config

@@ -46,7 +46,7 @@ def on_first_devices(monkeypatch, num_devices: int) -> None:
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURE_OVERRIDES))
 def test_every_architecture_trains_and_evaluates(architecture, tiny_data_dir, tmp_path,
                                                  monkeypatch, caplog):
-    from i3d_jax import train
+    from i3d_jax.train import loop as train  # the loop's own names are patched
 
     on_first_devices(monkeypatch, 1)
     config = tiny_config(tiny_data_dir, **{"total_steps": 2, "model.architecture": architecture,
@@ -68,7 +68,7 @@ def test_every_architecture_trains_and_evaluates(architecture, tiny_data_dir, tm
 
 def test_a_nan_stops_training_naming_the_step_and_keeps_the_good_checkpoint(
         tiny_data_dir, tmp_path, monkeypatch):
-    from i3d_jax import train
+    from i3d_jax.train import loop as train  # the loop's own names are patched
 
     real_iterator = train._train_iterator
 

@@ -1,9 +1,7 @@
 """The train step on a mesh: sharded equals single-device, BatchNorm modes, gradient
 accumulation, the non-finite guard. 8 fake CPU devices, float32, a tiny 3D-ConvNet
 (the step knows no architecture; this one compiles in seconds, I3D in half a minute)."""
-import contextlib
 import functools
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,9 @@ import optax
 import pytest
 
 from i3d_jax import sharding
-from i3d_jax.models import build_model, cpu_ops
+from i3d_jax.kernels.cpu import conv as cpu_conv
+from i3d_jax.kernels.cpu import make_kernels
+from i3d_jax.models import build_model
 from i3d_jax.train import StepFunctions, TrainState, jit_train_step, state_key
 
 NUM_CLASSES = 5
@@ -51,13 +51,19 @@ def initial_state():
 _STEPS = {}
 
 
-def compiled_step(mesh, fsdp_min_size, frozen, gradient_form=None, conv_impl=None, **kwargs):
+def kernels_for(gradient_form=None, kernels=None):
+    """`kernels` ("xla", "cpu" or a set), or the CPU set with `gradient_form`; None:
+    the model's default ("auto")."""
+    return make_kernels("onednn", gradient_form) if gradient_form else kernels
+
+
+def compiled_step(mesh, fsdp_min_size, frozen, kernels=None, **kwargs):
     """The jitted step and state shardings, shared by tests that ask for the same."""
-    key = (tuple(mesh.shape.values()), fsdp_min_size, frozen, gradient_form, conv_impl,
+    key = (tuple(mesh.shape.values()), fsdp_min_size, frozen, kernels,
            tuple(sorted(kwargs.items())))
     if key not in _STEPS:
         fields = {**({"frozen_batch_norm": True} if frozen else {}),
-                  **({"conv_impl": conv_impl} if conv_impl else {})}
+                  **({"kernels": kernels} if kernels else {})}
         model = tiny_model(**fields) if fields else None
         fns = step_functions(mesh, model, **kwargs)
         shardings = sharding.tree_shardings(initial_state(), mesh,
@@ -66,24 +72,21 @@ def compiled_step(mesh, fsdp_min_size, frozen, gradient_form=None, conv_impl=Non
     return _STEPS[key]
 
 
-def run_steps(mesh, data, *, fsdp_min_size=64, frozen=False, gradient_form=None, conv_impl=None,
+def run_steps(mesh, data, *, fsdp_min_size=64, frozen=False, gradient_form=None, kernels=None,
               **kwargs):
     """(states after each step as numpy, losses, last state) of len(data) steps on
-    `mesh`; `gradient_form` (one of cpu_ops.GRADIENT_FORMS) in place of this CPU's,
-    `conv_impl` in place of the model's default."""
-    step, shardings = compiled_step(mesh, fsdp_min_size, frozen, gradient_form, conv_impl,
-                                    **kwargs)
+    `mesh`; the CPU kernels with `gradient_form` (one of cpu_conv.GRADIENT_FORMS),
+    or `kernels`, in place of the model's default."""
+    step, shardings = compiled_step(mesh, fsdp_min_size, frozen,
+                                    kernels_for(gradient_form, kernels), **kwargs)
     # A copy: the step donates its state.
     state = jax.device_put(jax.tree.map(jnp.copy, initial_state()), shardings)
     states, losses = [], []
-    # The step is traced at its first call: the form is read then.
-    with (mock.patch.object(cpu_ops, "gradient_form", lambda: gradient_form) if gradient_form
-          else contextlib.nullcontext()):
-        for batch in data:
-            state, metrics = step(state, sharding.global_batch(batch, mesh))
-            losses.append(float(metrics["loss"]))
-            states.append(jax.tree.map(np.asarray, {"params": state.params,
-                                                    "batch_stats": state.batch_stats}))
+    for batch in data:
+        state, metrics = step(state, sharding.global_batch(batch, mesh))
+        losses.append(float(metrics["loss"]))
+        states.append(jax.tree.map(np.asarray, {"params": state.params,
+                                                "batch_stats": state.batch_stats}))
     return states, losses, state
 
 
@@ -116,10 +119,10 @@ def single_device_run():
     return single_device_steps()
 
 
-# Each gradient form on the data-parallel mesh (the "lax" one is what
-# `i3d-jax` runs on EPYCs, its XLA flag's; "matrix_products" XLA's default
-# there), this CPU's with fsdp.
-@pytest.mark.parametrize("data,fsdp,form", [*((8, 1, form) for form in cpu_ops.GRADIENT_FORMS),
+# Each gradient form on the data-parallel mesh ("lax" is what the CPU kernels
+# use under the XLA flag i3d_jax adds; "matrix_products" under XLA's
+# defaults), this process's with fsdp.
+@pytest.mark.parametrize("data,fsdp,form", [*((8, 1, form) for form in cpu_conv.GRADIENT_FORMS),
                                             (2, 4, None)])
 def test_sharded_steps_equal_one_device(data, fsdp, form):
     assert len(jax.devices()) == 8
@@ -180,13 +183,13 @@ def test_gradient_accumulation_equals_one_big_batch():
     assert_trees_close(accumulated[-1]["batch_stats"], whole[0]["batch_stats"], rtol=0, atol=0)
 
 
-# The CPU forms keep the state through a conditional, the others through a select.
-@pytest.mark.parametrize("conv_impl", ["cpu", "native"])
-def test_non_finite_loss_freezes_the_state_and_names_the_step(conv_impl):
+# The CPU kernels keep the state through a conditional, XLA's through a select.
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_non_finite_loss_freezes_the_state_and_names_the_step(kernels):
     mesh = sharding.make_mesh(8, 1)
     data = batches(3)
     data[1]["rgb"][0, 0, 0, 0, 0] = np.nan
-    states, losses, final = run_steps(mesh, data, conv_impl=conv_impl)
+    states, losses, final = run_steps(mesh, data, kernels=kernels)
     assert np.isfinite(losses[0]) and not np.isfinite(losses[1])
     assert int(final.first_bad_step) == 2  # the second step went wrong
     assert int(final.step) == 1  # ... and nothing after the first was kept

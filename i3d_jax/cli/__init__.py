@@ -12,37 +12,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 import i3d_jax.quiet_tf  # noqa: F401  (before anything imports TF)
 from i3d_jax import __version__
-from i3d_jax.cli import convert, flow, fvd, inflate, predict, report, summary, train
-from i3d_jax.models import cpu_ops
+from i3d_jax.cli import (convert, export, flow, fvd, inflate, predict, report, summary,
+                         train)
 
-COMMANDS = (train, predict, convert, inflate, flow, fvd, summary, report)
+COMMANDS = (train, predict, convert, inflate, export, flow, fvd, summary, report)
 
 # Mistakes in what the user asked for (a path, a flag, a missing optional
 # package): one line is all they need. Anything else, an XLA error such as
 # RESOURCE_EXHAUSTED above all, keeps its whole message and traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, FloatingPointError)
-
-
-# XLA:CPU's flags for every command, unless XLA_FLAGS names the flag already.
-# jaxlib 0.10.2 hands convolutions and elementwise fusions to YNNPACK by
-# default; "dot" leaves it the matrix products only. On a 2-core AVX-512 EPYC
-# (2026-12-03): the main job's train step 0.318 -> 0.223 s, I3D's at
-# 1x64x224x224 8.76 -> 4.65 s (with the gradient form each gets,
-# `cpu_ops.gradient_form`), and the 3D-ConvNet's forward on one clip no longer
-# segfaults in YNNPACK's fused max (README, "XLA:CPU flags").
-DEFAULT_XLA_FLAGS = {cpu_ops.YNN_FUSION_FLAG: "dot"}
-
-
-def with_default_xla_flags(xla_flags: str) -> str:
-    """`xla_flags` (XLA_FLAGS' value) with each of DEFAULT_XLA_FLAGS it does not set."""
-    named = {flag.partition("=")[0] for flag in xla_flags.split()}
-    added = [f"{name}={value}" for name, value in DEFAULT_XLA_FLAGS.items() if name not in named]
-    return " ".join([xla_flags.strip(), *added]).strip()
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, ImportError,
+               FloatingPointError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +52,6 @@ def _is_user_error(error: BaseException) -> bool:
 
 
 def main(argv=None):
-    # Before anything starts XLA's CPU client, which reads XLA_FLAGS once.
-    os.environ["XLA_FLAGS"] = with_default_xla_flags(os.environ.get("XLA_FLAGS", ""))
     parser = build_parser()
     # train and eval leave `--config.KEY=VALUE` to ml_collections' config flags.
     args, extra = parser.parse_known_args(argv)
@@ -78,6 +59,8 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.config_overrides = extra
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The kernels' one line (which ones compute, and why) is worth seeing.
+    logging.getLogger("i3d_jax.kernels").setLevel(logging.INFO)
     try:
         code = args.func(args)
     except Exception as e:

@@ -1,9 +1,20 @@
-"""What several commands share: label files and the stream option."""
+"""What several commands share: label files, the stream option, the kernels option."""
 from __future__ import annotations
 
 from i3d_jax.streams import STREAM_CHANNELS
 
 STREAMS = tuple(STREAM_CHANNELS)
+# i3d_jax.kernels.KERNEL_CHOICES, spelt out so that `--help` needs no JAX import.
+KERNEL_CHOICES = ("auto", "xla", "cpu")
+
+
+def add_kernels_argument(parser) -> None:
+    """--kernels auto|xla|cpu: what the model computes with (`i3d_jax.kernels`)."""
+    parser.add_argument(
+        "--kernels", choices=KERNEL_CHOICES, default="auto",
+        help="what the model computes with: xla, lax's own operations (what GPUs and TPUs "
+             "run); cpu, the forms XLA:CPU runs fast (oneDNN convolutions); auto (default), "
+             "cpu on a CPU where this jaxlib was tested with them, else xla")
 
 
 def read_labels(path) -> list[str]:

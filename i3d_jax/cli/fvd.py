@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from i3d_jax.arrays import load_array, load_npz, npz_keys
+from i3d_jax.cli.common import add_kernels_argument
 from i3d_jax.fvd import (
     DEFAULT_BATCH_SIZE,
     EMBEDDINGS,
@@ -168,7 +169,7 @@ def _make_embedder(args, embedding: str):
 
     loaded = LoadedModel.from_options(args.weights, args.checkpoint)
     return VideoEmbedder.from_pretrained(
-        loaded.metadata, loaded.variables, embedding=embedding,
+        loaded.metadata, loaded.variables, embedding=embedding, kernels=args.kernels,
         frames=args.frames, batch_size=args.batch_size,
     )
 
@@ -316,6 +317,7 @@ def _common_arguments(parser):
     parser.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
                         help="videos per step, split over the local devices (rounded up "
                              f"to a multiple of their count; default {DEFAULT_BATCH_SIZE})")
+    add_kernels_argument(parser)
 
 
 def register(subparsers):

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from i3d_jax.atomic_file import write_atomically
-from i3d_jax.cli.common import STREAMS
+from i3d_jax.cli.common import STREAMS, add_kernels_argument
 
 # 40 s at 25 fps. A longer clip runs as one array: memory grows with its
 # length (gigabytes for minutes of video), so the user is told how to cut it.
 LONG_CLIP_FRAMES = 1000
-# XLA's compile of I3D for one clip shape on CPU: about 13 s for
-# 64x224x224 on a 2-core machine (issue 8), so a user is told why it waits.
+# XLA's compile of I3D for one clip shape on a 2-core CPU, so a user is told
+# why it waits.
 CPU_COMPILE_SECONDS = "10-15"
 
 
@@ -40,6 +40,7 @@ def _weights_arguments(parser):
                         help="use at most N frames (after resampling to 25 fps); default: all")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="compute dtype (parameters stay float32)")
+    add_kernels_argument(parser)
 
 
 def _load(args):
@@ -104,7 +105,7 @@ def _dtype(args):
     import jax
     import jax.numpy as jnp
 
-    from i3d_jax.models.cpu_features import bf16_warning
+    from i3d_jax.kernels.host import bf16_warning
 
     warning = bf16_warning(jax.default_backend()) if args.dtype == "bfloat16" else None
     if warning:
@@ -121,7 +122,7 @@ def cmd_predict(args) -> int:
     from i3d_jax.inference import top_k
 
     loaded = _load(args)
-    run = _timed_runner(loaded.endpoint_fn("Logits", _dtype(args)))
+    run = _timed_runner(loaded.endpoint_fn("Logits", _dtype(args), args.kernels))
     for path, clip, start in _clips(args, loaded):
         logits = run(clip)
         _report(path, clip, start)
@@ -148,7 +149,7 @@ def cmd_features(args) -> int:
     if out.suffix == ".npy" and len(args.videos) > 1:
         raise ValueError(f"{len(args.videos)} videos need an .npz --out (keyed by path), not {out}")
     loaded = _load(args)
-    run = _timed_runner(loaded.endpoint_fn(args.endpoint, _dtype(args)))
+    run = _timed_runner(loaded.endpoint_fn(args.endpoint, _dtype(args), args.kernels))
     features = {}
     for path, clip, start in _clips(args, loaded):
         features[str(path)] = run(clip)

@@ -1,9 +1,12 @@
-"""`i3d-jax train` and `i3d-jax eval`: ml-collections configs through absl flags.
+"""`i3d-jax train` and `i3d-jax eval`: ml-collections configs and their overrides.
 
-argparse reads `--workdir` and `--config` (so `--help` documents them) and
-leaves every `--config.KEY=VALUE` to ml_collections' `config_flags`, run by
-absl's `app.run`; configs are locked, so an unknown key is refused before
-anything heavy runs. The work is `i3d_jax.train.train_and_evaluate`.
+argparse reads `--workdir` and `--config` (so `--help` documents them); the
+config is loaded here (`NAME[:ARG]` or a file) and every `--config.KEY=VALUE`
+is applied by ml_collections' `config_flags` on a flag set of its own. Configs
+are locked: an unknown key, a value of the wrong type, an unknown argument or a
+missing file is one line and exit status 2, before any workdir exists. absl's
+`app.run` then runs the work (`i3d_jax.train.train_and_evaluate`) with its
+logging.
 """
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-from i3d_jax.configs import default_config_path
+from i3d_jax.cli.common import add_kernels_argument
+from i3d_jax.configs import demo_config_path
 
 OVERRIDES_HELP = ("--config.KEY=VALUE overrides a key of the config (every key is declared, "
                   "with its meaning, in experiments/default.py); a key it does not declare is "
-                  "refused.")
+                  "refused. --config takes a config by name (kinetics400_i3d:rgb,imagenet,gpu8) "
+                  "or a file (path/to/NAME.py[:ARG]).")
 
 
 def register(subparsers) -> None:
@@ -28,8 +33,11 @@ def register(subparsers) -> None:
                        help="run directory: config.json, checkpoints/, metrics.jsonl, TensorBoard "
                             "events; rerunning on it resumes from its latest checkpoint")
     train.add_argument("--config", default=None,
-                       help="experiments/NAME.py[:ARG] (default: experiments/default.py, the "
+                       help="NAME[:ARG] or path/to/NAME.py[:ARG] (default: synthetic_demo, the "
                             "main job)")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the resolved config (JSON, every key) and exit, touching "
+                            "no data and no device")
     multihost = train.add_argument_group(
         "multi-host", "one process per host, all with the same command but --process_id; "
         "without these flags a SLURM job of several tasks or a TPU pod slice is detected")
@@ -48,13 +56,16 @@ def register(subparsers) -> None:
         epilog=OVERRIDES_HELP)
     evaluate.add_argument("--workdir", required=True, help="a training run's directory")
     evaluate.add_argument("--config", default=None,
-                          help="experiments/NAME.py[:ARG] instead of the workdir's config.json")
+                          help="NAME[:ARG] or a file, instead of the workdir's config.json")
+    evaluate.add_argument("--verbose", action="store_true",
+                          help="keep the libraries' INFO lines (Orbax, TFDS) in the output")
     evaluate.add_argument("--step", type=int, default=None,
                           help="the checkpoint's step (default: the latest)")
     evaluate.add_argument("--fuse", nargs="+", default=None, metavar="OTHER_WORKDIR",
                           help="average the logits of other runs' latest checkpoints on their "
                                "own configs' eval splits with this one's, video by video (an "
                                "RGB run with a flow run: the paper's two-stream test)")
+    add_kernels_argument(evaluate)
     evaluate.add_argument("--json", action="store_true",
                           help='print {"step", "top1", "top5", "mean_class_accuracy", '
                                '"num_examples", "per_class_accuracy", "confusion_png", ...} as '
@@ -91,27 +102,66 @@ def config_from_json(path: Path):
     return config
 
 
-def _config_argv(args) -> list[str]:
-    """The argv config_flags reads the --config.KEY overrides from: ours, not
-    sys.argv (which holds `--config FILE` for argparse, and then config_flags
-    waits for a --config value that absl is never given)."""
-    return ["i3d-jax " + args.command, *args.config_overrides]
+def with_overrides(config, args):
+    """`config` with the command line's `--config.KEY=VALUE` overrides applied
+    (ml_collections' parsers, on a flag set of our own); one-line errors."""
+    import difflib
+
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["i3d-jax " + args.command, *args.config_overrides]
+    flag_values = flags.FlagValues()
+    try:
+        config_flags.DEFINE_config_dict("config", config, "the run's config",
+                                        flag_values=flag_values, sys_argv=argv,
+                                        lock_config=True)
+        rest = flag_values(argv)
+    except AttributeError as error:  # a key the config does not declare
+        key = next((a.split("=")[0].removeprefix("--config.") for a in argv[1:]
+                    if a.split("=")[0].removeprefix("--config.").split(".")[-1]
+                    in str(error)), str(error))
+        close = difflib.get_close_matches(key, sorted(_keys(config)), n=1)
+        raise ValueError(f"--config.{key}: not a config key"
+                         + (f" (did you mean --config.{close[0]}?)" if close else "")
+                         + "; experiments/default.py declares them all") from None
+    except flags.Error as error:
+        raise ValueError(str(error).splitlines()[0]) from None
+    if len(rest) > 1:
+        raise ValueError(f"unrecognized arguments: {' '.join(rest[1:])}")
+    return flag_values.config
 
 
-def _absl_run(main, args, config_flag) -> int:
-    from absl import app, flags
+def _keys(config, prefix=""):
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            yield from _keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
 
-    flags.FLAGS.unparse_flags()
-    argv = ["i3d-jax " + args.command, *config_flag, *args.config_overrides]
+
+def run_config(args, default_spec):
+    """The config of `--config` (or `default_spec`) with the overrides, checked."""
+    from i3d_jax.configs import load_config
+    from i3d_jax.train import check_config
+
+    config = with_overrides(load_config(args.config or default_spec), args)
+    check_config(config)
+    return config
+
+
+def _absl_run(main, args) -> int:
+    """`main()` under absl's `app.run` (its logging), the config already parsed."""
+    from absl import app
+
     result = {}
 
     def wrapped(argv_rest):
-        if len(argv_rest) > 1:
-            raise app.UsageError(f"unexpected arguments: {' '.join(argv_rest[1:])}")
+        del argv_rest
         result["code"] = main()
 
     try:
-        app.run(wrapped, argv=argv)
+        app.run(wrapped, argv=["i3d-jax " + args.command])
     except SystemExit as e:
         if e.code not in (0, None):
             raise
@@ -148,17 +198,11 @@ def start_distributed(args) -> None:
 
 
 def run_train(args) -> int:
-    from absl import flags
-    from ml_collections import config_flags
-
+    config = run_config(args, demo_config_path())
+    if args.print_config:
+        print(config.to_json_best_effort(indent=2, sort_keys=True))
+        return 0
     start_distributed(args)
-
-    # The file is the flag's default, not an argument: config_flags defines the
-    # --config.KEY flags when it reads the file, and reading it twice defines them twice.
-    if "config" not in flags.FLAGS:
-        config_flags.DEFINE_config_file("config", args.config or str(default_config_path()),
-                                        "the run's config", lock_config=True,
-                                        sys_argv=_config_argv(args))
 
     def main():
         import jax
@@ -168,44 +212,41 @@ def run_train(args) -> int:
 
         if jax.process_index() > 0:
             logging.set_verbosity(logging.WARNING)  # process 0 speaks for the job
-        train_and_evaluate(flags.FLAGS.config, args.workdir)
+        train_and_evaluate(config, args.workdir)
         return 0
 
-    return _absl_run(main, args, [])
+    return _absl_run(main, args)
 
 
 def run_eval(args) -> int:
-    from absl import flags
-    from ml_collections import config_flags
-
     if args.config:
-        if "config" not in flags.FLAGS:
-            config_flags.DEFINE_config_file("config", args.config, "the run's config",
-                                            lock_config=True, sys_argv=_config_argv(args))
-        config_flag = []
+        config = run_config(args, None)
     else:
-        if "config" not in flags.FLAGS:
-            config_flags.DEFINE_config_dict(
-                "config", config_from_json(Path(args.workdir) / "config.json"),
-                "the run's config", sys_argv=_config_argv(args))
-        config_flag = []
+        config = with_overrides(config_from_json(Path(args.workdir) / "config.json"), args)
+    # What the training run computed with is no constraint here (config.json holds
+    # what it resolved to there): this process chooses its own.
+    config.model.kernels = args.kernels
 
     def main():
         from i3d_jax import evaluation
-        from i3d_jax.train import (load_run_for_eval, predict_eval_split, prediction_metrics,
-                                   stream_top1_text)
+        from i3d_jax.evaluation import prediction_metrics, stream_top1_text
+        from i3d_jax.train import load_run_for_eval
+        from i3d_jax.train.workdir import quiet_library_logs
 
-        run, variables, step = load_run_for_eval(flags.FLAGS.config, args.workdir, args.step)
+        if not args.verbose:
+            quiet_library_logs()
+        run, variables, step = load_run_for_eval(config, args.workdir, args.step)
         num_classes = run.metadata.num_classes
         class_names = run.metadata.labels or [str(c) for c in range(num_classes)]
-        predictions = predict_eval_split(run, variables)
+        predictions = run.evaluator.predict(variables)
         record = {"step": step}
         if args.fuse:
             runs, names = [predictions], [args.workdir]
             for other in args.fuse:
-                other_run, other_variables, _ = load_run_for_eval(
-                    config_from_json(Path(other) / "config.json"), other)
-                runs.append(predict_eval_split(other_run, other_variables))
+                other_config = config_from_json(Path(other) / "config.json")
+                other_config.model.kernels = args.kernels
+                other_run, other_variables, _ = load_run_for_eval(other_config, other)
+                runs.append(other_run.evaluator.predict(other_variables))
                 names.append(other)
             record["runs"] = {name: {"top1": prediction_metrics(r, num_classes)["top1"]}
                               for name, r in zip(names, runs)}
@@ -231,4 +272,4 @@ def run_eval(args) -> int:
         sys.stdout.flush()
         return 0
 
-    return _absl_run(main, args, config_flag)
+    return _absl_run(main, args)

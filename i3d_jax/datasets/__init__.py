@@ -22,7 +22,7 @@ from i3d_jax.datasets.tf_setup import hide_gpus_from_tf, make_tfds_offline  # no
 import tensorflow_datasets as tfds  # (TFDS imports TF only when it needs it)
 from tensorflow_datasets.core import registered
 
-BUILDER_NAMES = ("kinetics", "ucf101", "hmdb51", "synthetic_motion")
+BUILDER_NAMES = ("kinetics", "ucf101", "hmdb51", "synthetic_motion", "video_folder")
 _BUILDERS_PACKAGE = "i3d_jax.datasets.builders"
 
 

@@ -5,18 +5,19 @@ Every architecture is called as `model.apply(variables, inputs, train=...)`
 and returns logits [batch, num_classes]; `inputs` is one array for a single
 stream and `{"rgb": ..., "flow": ...}` for the two-stream models. All of
 them have the fields of `layers.Architecture` (num_classes, dropout_rate,
-batch_norm_scale, dtype, width_multiplier, conv_impl).
+batch_norm_scale, dtype, width_multiplier, kernels).
 `paper_inputs(name)` gives the input the paper trains each one on.
 """
 
 import jax
 import jax.numpy as jnp
 
+from i3d_jax.kernels import resolve as resolve_kernels
 from i3d_jax.models.conv3d import Conv3DNet
 from i3d_jax.models.convnet_lstm import ConvNetLSTM
 from i3d_jax.models.i3d import ENDPOINTS, InceptionI3d
 from i3d_jax.models.inception_v1 import ENDPOINTS_2D, InceptionV1
-from i3d_jax.models.layers import CONV_IMPLS, Architecture
+from i3d_jax.models.layers import Architecture
 from i3d_jax.models.two_stream import TwoStream, TwoStreamFused, TwoStreamI3D
 
 ARCHITECTURES = {
@@ -57,18 +58,20 @@ def paper_inputs(architecture: str, batch: int = 1, dtype=jnp.float32):
     )
 
 
-def build_model(architecture: str, **kwargs):
-    """Returns the linen module named `architecture` with `kwargs` as fields."""
+def build_model(architecture: str, kernels="auto", **kwargs):
+    """Returns the linen module named `architecture` with `kwargs` as fields,
+    computing with `kernels`: a `Kernels` set, or "auto" / "xla" / "cpu" for
+    the set `i3d_jax.kernels.choose_kernels` gives (once per process; "auto"
+    is what the `i3d-jax` program runs too)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(
             f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}"
         )
-    return ARCHITECTURES[architecture](**kwargs)
+    return ARCHITECTURES[architecture](kernels=resolve_kernels(kernels), **kwargs)
 
 
 __all__ = [
     "ARCHITECTURES",
-    "CONV_IMPLS",
     "ENDPOINTS",
     "ENDPOINTS_2D",
     "PAPER_TRAIN_INPUTS",

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from i3d_jax.kernels.xla import XLA, Kernels
 from i3d_jax.models.layers import BATCH_NORM_DECAY, Architecture, BatchNorm, Unit, max_pool_same
 
 # (name, channels) of each conv; a 2x2x2 pool follows the last conv of each stage.
@@ -36,7 +37,7 @@ class DenseUnit(nn.Module):
     dtype: Any = jnp.float32
     batch_norm_momentum: float = BATCH_NORM_DECAY
     frozen_batch_norm: bool = False
-    conv_impl: str = "auto"  # the BatchNorm's CPU form (layers.BatchNorm)
+    kernels: Kernels = XLA
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -45,11 +46,11 @@ class DenseUnit(nn.Module):
         )(x)
         x = BatchNorm(use_running_average=not train or self.frozen_batch_norm,
                       momentum=self.batch_norm_momentum, dtype=self.dtype,
-                      conv_impl=self.conv_impl, name="batch_norm")(x)
+                      kernels=self.kernels, name="batch_norm")(x)
         # ReLU as a select, which XLA:CPU's YNNPACK fusion does not take: with
         # --xla_cpu_experimental_ynn_fusion_type=dot it fuses fc6 -> fc7 ->
-        # Logits through max(x, 0) into one subgraph that runs 30 times slower
-        # (0.27 s vs 8.8 ms a call on 2 clips). The same values and gradient,
+        # Logits through max(x, 0) into one subgraph that runs an order of
+        # magnitude slower. The same values and gradient,
         # NaN included (it stays NaN, so a bad batch still shows in the loss).
         return jnp.where(x <= 0, 0, x)
 
@@ -81,13 +82,13 @@ class Conv3DNet(Architecture):
         for stage, convs in enumerate(CONV_STAGES, start=1):
             for name, channels in convs:
                 x = Unit(self.width(channels), (3, 3, 3), **self.unit_fields(), name=name)(x, train)
-            x = max_pool_same(x, (2, 2, 2), (2, 2, 2), self.conv_impl)
+            x = max_pool_same(x, (2, 2, 2), (2, 2, 2), self.kernels)
             endpoints[f"pool{stage}"] = x
         x = x.reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):
             x = DenseUnit(self.width(FC_FEATURES), dtype=self.dtype,
                           batch_norm_momentum=self.batch_norm_momentum,
-                          frozen_batch_norm=self.frozen_batch_norm, conv_impl=self.conv_impl,
+                          frozen_batch_norm=self.frozen_batch_norm, kernels=self.kernels,
                           name=name)(x, train)
             endpoints[name] = x
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

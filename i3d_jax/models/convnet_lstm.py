@@ -42,7 +42,7 @@ class ConvNetLSTM(Architecture):
         features = features.reshape(batch, time, -1)
         normalised = BatchNorm(use_running_average=not train or self.frozen_batch_norm,
                                momentum=self.batch_norm_momentum, dtype=self.dtype,
-                               conv_impl=self.conv_impl, name="batch_norm")(
+                               kernels=self.kernels, name="batch_norm")(
             features.astype(self.dtype)
         )
         cell = nn.OptimizedLSTMCell(

@@ -21,7 +21,6 @@ from i3d_jax.models.layers import (
     InceptionBlock,
     Unit,
     branch_units,
-    conv3d_as_2d,
     max_pool_same,
     scaled_width,
 )
@@ -82,7 +81,6 @@ __all__ = [
     "Unit",
     "Unit3D",
     "branch_units",
-    "conv3d_as_2d",
     "inception_trunk",
     "max_pool_same",
     "scaled_width",

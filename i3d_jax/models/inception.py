@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from i3d_jax.kernels.xla import XLA, Kernels
 from i3d_jax.models.layers import (
     BATCH_NORM_DECAY, Architecture, InceptionBlock, Unit, max_pool_same, scaled_width)
 
@@ -33,7 +34,7 @@ INCEPTION_CHANNELS = {
 
 def inception_trunk(x, train: bool, *, rank: int, finish, width_multiplier: float = 1.0,
                     batch_norm_scale: bool = False, dtype: Any = jnp.float32,
-                    conv_impl: str = "auto", batch_norm_momentum: float = BATCH_NORM_DECAY,
+                    kernels: Kernels = XLA, batch_norm_momentum: float = BATCH_NORM_DECAY,
                     frozen_batch_norm: bool = False):
     """Inception-v1 from its first conv to Mixed_5c, in 2D (TF-slim) or inflated
     3D (I3D) form.
@@ -43,7 +44,7 @@ def inception_trunk(x, train: bool, *, rank: int, finish, width_multiplier: floa
     whether to stop there. Returns (output, stopped).
     """
     conv, pool = f"Conv{rank}d", ("MaxPool3d" if rank == 3 else "MaxPool")
-    unit_fields = {"batch_norm_scale": batch_norm_scale, "dtype": dtype, "conv_impl": conv_impl,
+    unit_fields = {"batch_norm_scale": batch_norm_scale, "dtype": dtype, "kernels": kernels,
                    "batch_norm_momentum": batch_norm_momentum,
                    "frozen_batch_norm": frozen_batch_norm}
 
@@ -59,7 +60,7 @@ def inception_trunk(x, train: bool, *, rank: int, finish, width_multiplier: floa
     ]
     for name, features, window, strides in stem:
         if features is None:
-            x = max_pool_same(x, window, strides, conv_impl)
+            x = max_pool_same(x, window, strides, kernels)
         else:
             x = Unit(scaled_width(features, width_multiplier), window, strides, **unit_fields,
                      name=name)(x, train)
@@ -72,7 +73,7 @@ def inception_trunk(x, train: bool, *, rank: int, finish, width_multiplier: floa
     for block, channels in INCEPTION_CHANNELS.items():
         if block in pools:
             pool_name, window, strides = pools[block]
-            x = max_pool_same(x, window, strides, conv_impl)
+            x = max_pool_same(x, window, strides, kernels)
             if finish(pool_name, x):
                 return x, True
         x = InceptionBlock(
@@ -145,7 +146,7 @@ class InceptionNetwork(Architecture):
             use_bias=True,
             activation=None,
             dtype=self.dtype,
-            conv_impl=self.conv_impl,
+            kernels=self.kernels,
             name="Logits",
         )(x, train)
         logits = jnp.mean(x, axis=(-3, -2)).astype(jnp.float32)

@@ -1,6 +1,10 @@
 """What every architecture shares: the conv -> BatchNorm -> ReLU unit, the
-SAME max-pool, the Inception block, the BatchNorm every network builds, the
-choice of 3D convolution, and the fields every architecture has.
+SAME max-pool, the Inception block, the BatchNorm every network builds, and
+the fields every architecture has.
+
+What they compute with comes in as a `Kernels` set (`kernels` field,
+`i3d_jax.kernels`): lax's own operations by default, or the CPU forms that
+`i3d_jax.kernels.choose_kernels` picks. Nothing here reads the backend.
 
 Everything follows DeepMind's released TF I3D where it changes the numbers:
 TF "SAME" padding (the extra pixel goes at the end), BatchNorm with decay
@@ -14,11 +18,10 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 from flax.linen import dtypes as flax_dtypes
-import jax
 import jax.numpy as jnp
 from jax import lax
 
-from i3d_jax.models import cpu_ops
+from i3d_jax.kernels.xla import XLA, Kernels
 
 BATCH_NORM_DECAY = 0.999
 BATCH_NORM_EPSILON = 1e-3
@@ -27,12 +30,12 @@ class BatchNorm(nn.Module):
     """The BatchNorm of every architecture: flax's nn.BatchNorm (the same
     variables, statistics, running averages and output), with TF's constants
     and float32 parameters and statistics whatever the compute dtype. Callers
-    give `use_running_average`, `dtype`, `name`, `conv_impl` and, where the
+    give `use_running_average`, `dtype`, `name`, `kernels` and, where the
     released model has none, `use_scale=False`.
 
-    With `conv_impl` "cpu" (what "auto" is on the CPU backend) a train step's
-    batch statistics and their gradient are `cpu_ops.batch_norm`'s (XLA:CPU's
-    fast reductions); elsewhere they are flax's formulas, differentiated by JAX.
+    A train step's batch statistics and their gradient are `kernels.batch_norm`'s
+    where the set has one (the CPU set's fast reductions), else flax's
+    formulas, differentiated by JAX.
     """
 
     use_running_average: bool
@@ -42,11 +45,7 @@ class BatchNorm(nn.Module):
     use_bias: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
-    conv_impl: str = "auto"
-
-    def __post_init__(self):
-        check_conv_impl(self.conv_impl)
-        super().__post_init__()
+    kernels: Kernels = XLA
 
     @nn.compact
     def __call__(self, x):
@@ -62,9 +61,9 @@ class BatchNorm(nn.Module):
         compute = jnp.promote_types(self.dtype or x.dtype, jnp.float32)
         scale_or_one = jnp.ones(features, compute) if scale is None else scale
         bias_or_zero = jnp.zeros(features, compute) if bias is None else bias
-        if not self.use_running_average and resolve_conv_impl(self.conv_impl) == "cpu":
-            y, mean, var = cpu_ops.batch_norm(x.astype(compute), scale_or_one, bias_or_zero,
-                                              self.epsilon)
+        if not self.use_running_average and self.kernels.batch_norm is not None:
+            y, mean, var = self.kernels.batch_norm(x.astype(compute), scale_or_one, bias_or_zero,
+                                                   self.epsilon)
         else:
             if self.use_running_average:
                 mean, var = ra_mean.value, ra_var.value
@@ -85,63 +84,6 @@ def scaled_width(channels: int, width_multiplier: float) -> int:
     return max(1, int(round(channels * width_multiplier)))
 
 
-# How convolutions are computed. "native": lax's own convolution.
-# "stacked_taps": `conv3d_as_2d`, a 3D convolution as one 2D convolution
-# over its temporal taps (lax's gradients of that). "cpu": `cpu_ops`, the
-# forms XLA:CPU runs fast, forward and gradients, 2D and 3D. "auto": "cpu" on
-# the CPU backend, native elsewhere. Being a module field, the choice is part
-# of what jit traces and caches, unlike a global read while tracing.
-CONV_IMPLS = ("auto", "native", "stacked_taps", "cpu")
-
-
-def check_conv_impl(conv_impl: str) -> None:
-    if conv_impl not in CONV_IMPLS:
-        raise ValueError(f"conv_impl {conv_impl!r} is not one of {CONV_IMPLS}")
-
-
-def resolve_conv_impl(conv_impl: str) -> str:
-    """What `conv_impl` means here: "auto" becomes "cpu" or "native"."""
-    check_conv_impl(conv_impl)
-    if conv_impl != "auto":
-        return conv_impl
-    # The default backend is fixed for the life of the process, so jit's
-    # cache cannot hold a trace made for another one.
-    return "cpu" if jax.default_backend() == "cpu" else "native"
-
-
-def conv_general_dilated_for(conv_impl: str, rank: int):
-    """The `conv_general_dilated` for nn.Conv of kernel rank `rank`; None is
-    flax's default, lax.conv_general_dilated."""
-    conv_impl = resolve_conv_impl(conv_impl)
-    if conv_impl == "cpu":
-        return cpu_ops.conv_general_dilated
-    if conv_impl == "stacked_taps" and rank == 3:
-        return conv3d_as_2d
-    return None
-
-
-def conv3d_as_2d(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                 dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    """`lax.conv_general_dilated` for channels-last 3D SAME convolutions, computed
-    as one 2D convolution over the temporal taps stacked on the channel axis.
-
-    The same sums in another order (results agree to float32 rounding). XLA:CPU
-    runs 3D convolutions far slower than 2D ones: I3D's 7x7x7 first conv on a
-    64x224x224 clip takes 2.35 s natively and 0.34 s this way on 2 cores.
-    Its explicit temporal padding makes XLA count taps on the padding as
-    FLOPs, so FLOP counts use the native convolution. Anything else goes to
-    lax unchanged.
-    """
-    if lhs.ndim != 5 or not cpu_ops.is_plain_same_conv(
-            lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-            feature_group_count, kwargs):
-        return lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-            dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-            precision=precision, **kwargs)
-    return cpu_ops.stacked_taps_conv(lhs, rhs, tuple(window_strides), precision)
-
-
 class Unit(nn.Module):
     """Conv -> BatchNorm -> ReLU with TF SAME padding, 2D or 3D.
 
@@ -159,13 +101,9 @@ class Unit(nn.Module):
     activation: Callable[[Any], Any] | None = nn.relu
     dtype: Any = jnp.float32
     kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
-    conv_impl: str = "auto"
+    kernels: Kernels = XLA
     batch_norm_momentum: float = BATCH_NORM_DECAY
     frozen_batch_norm: bool = False
-
-    def __post_init__(self):
-        check_conv_impl(self.conv_impl)
-        super().__post_init__()
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -179,7 +117,7 @@ class Unit(nn.Module):
             dtype=self.dtype,
             param_dtype=jnp.float32,
             kernel_init=self.kernel_init,
-            conv_general_dilated=conv_general_dilated_for(self.conv_impl, rank),
+            conv_general_dilated=self.kernels.conv_general_dilated,
             name=f"conv_{rank}d",
         )(x)
         if self.use_batch_norm:
@@ -188,7 +126,7 @@ class Unit(nn.Module):
                 momentum=self.batch_norm_momentum,
                 use_scale=self.batch_norm_scale,
                 dtype=self.dtype,
-                conv_impl=self.conv_impl,
+                kernels=self.kernels,
                 name="batch_norm",
             )(x)
         if self.activation is not None:
@@ -196,22 +134,9 @@ class Unit(nn.Module):
         return x
 
 
-def max_pool_same(x, window: Sequence[int], strides: Sequence[int], conv_impl: str = "auto"):
-    """TF SAME max-pool (padding counts as -inf, as in TF).
-
-    A 3D pool runs as a temporal pool then a spatial one: the same maximum
-    over the same window, exactly, and 2-4x faster on XLA:CPU than one 3D
-    reduce_window. With `conv_impl` "cpu" (what "auto" is on the CPU
-    backend) the gradient is `cpu_ops.max_pool_same`'s: lax's values, XLA:CPU's
-    fast operations.
-    """
-    window, strides = tuple(window), tuple(strides)
-    pool = (cpu_ops.max_pool_same if resolve_conv_impl(conv_impl) == "cpu"
-            else lambda x, window, strides: nn.max_pool(x, window, strides=strides, padding="SAME"))
-    if len(window) == 3 and (window[0], strides[0]) != (1, 1):
-        x = pool(x, (window[0], 1, 1), (strides[0], 1, 1))
-        window, strides = (1, *window[1:]), (1, *strides[1:])
-    return pool(x, window, strides)
+def max_pool_same(x, window: Sequence[int], strides: Sequence[int], kernels: Kernels = XLA):
+    """TF SAME max-pool (padding counts as -inf, as in TF), `kernels`' form."""
+    return kernels.max_pool(x, tuple(window), tuple(strides))
 
 
 # Names of the six units of a block, matching DeepMind's variable scopes
@@ -245,7 +170,7 @@ class InceptionBlock(nn.Module):
     batch_norm_scale: bool = False
     dtype: Any = jnp.float32
     rank: int = 3
-    conv_impl: str = "auto"
+    kernels: Kernels = XLA
     batch_norm_momentum: float = BATCH_NORM_DECAY
     frozen_batch_norm: bool = False
 
@@ -256,7 +181,7 @@ class InceptionBlock(nn.Module):
         ones, threes = (1,) * self.rank, (3,) * self.rank
         unit = functools.partial(
             Unit, batch_norm_scale=self.batch_norm_scale, dtype=self.dtype,
-            conv_impl=self.conv_impl, batch_norm_momentum=self.batch_norm_momentum,
+            kernels=self.kernels, batch_norm_momentum=self.batch_norm_momentum,
             frozen_batch_norm=self.frozen_batch_norm,
         )
         branch_0 = unit(b0, ones, name=names[0])(x, train)
@@ -264,7 +189,7 @@ class InceptionBlock(nn.Module):
         branch_1 = unit(b1b, threes, name=names[2])(branch_1, train)
         branch_2 = unit(b2a, ones, name=names[3])(x, train)
         branch_2 = unit(b2b, threes, name=names[4])(branch_2, train)
-        branch_3 = max_pool_same(x, threes, ones, self.conv_impl)
+        branch_3 = max_pool_same(x, threes, ones, self.kernels)
         branch_3 = unit(b3, ones, name=names[5])(branch_3, train)
         return jnp.concatenate([branch_0, branch_1, branch_2, branch_3], axis=-1)
 
@@ -286,7 +211,9 @@ class Architecture(nn.Module):
     # Scales every layer's channels (not the classes); below 1 only for fast
     # tests. At 1 the model is the paper's.
     width_multiplier: float = 1.0
-    conv_impl: str = "auto"  # one of CONV_IMPLS
+    # What it computes with (`i3d_jax.kernels`): XLA's own operations unless
+    # given a set, as `build_model` and the trainer do (`choose_kernels`).
+    kernels: Kernels = XLA
     # BatchNorm's running averages: new = momentum * old + (1 - momentum) * batch.
     # TF's 0.999 takes thousands of steps to forget the initial (0, 1); a short
     # run wants less.
@@ -294,10 +221,6 @@ class Architecture(nn.Module):
     # Running averages only, in training too: they normalise and never change
     # (fine-tuning with small batches). Dropout still follows `train`.
     frozen_batch_norm: bool = False
-
-    def __post_init__(self):
-        check_conv_impl(self.conv_impl)
-        super().__post_init__()
 
     @nn.nowrap
     def width(self, channels: int) -> int:
@@ -307,7 +230,7 @@ class Architecture(nn.Module):
     def unit_fields(self) -> dict:
         """The fields a Unit or InceptionBlock takes from its architecture."""
         return {"batch_norm_scale": self.batch_norm_scale, "dtype": self.dtype,
-                "conv_impl": self.conv_impl, "batch_norm_momentum": self.batch_norm_momentum,
+                "kernels": self.kernels, "batch_norm_momentum": self.batch_norm_momentum,
                 "frozen_batch_norm": self.frozen_batch_norm}
 
     @nn.nowrap

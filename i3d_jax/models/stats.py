@@ -15,6 +15,7 @@ import math
 import jax
 import numpy as np
 
+from i3d_jax.kernels.xla import XLA
 from i3d_jax.models import build_model, paper_inputs
 
 
@@ -34,7 +35,7 @@ def forward_flops(model, variables, inputs) -> float:
     """XLA's FLOP count of `model`'s inference forward pass on `inputs`."""
     # Count the convolutions, not their CPU rewrite (whose explicit temporal
     # padding XLA would count as taps).
-    native = model.clone(conv_impl="native")
+    native = model.clone(kernels=XLA)
     compiled = (
         jax.jit(lambda v, x: native.apply(v, x, train=False)).lower(variables, inputs).compile()
     )

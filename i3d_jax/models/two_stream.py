@@ -125,7 +125,7 @@ class TwoStreamFused(Architecture):
             kernel_init=FUSION_INIT,
             name="Conv3d_fusion_3x3",
         )(grid, train)
-        pooled = max_pool_same(fused, (3, 3, 3), (2, 2, 2), self.conv_impl)
+        pooled = max_pool_same(fused, (3, 3, 3), (2, 2, 2), self.kernels)
         features = pooled.mean(axis=(1, 2, 3))
         dropped = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
         logits = nn.Dense(

@@ -1,19 +1,15 @@
-"""What the host CPU can do, as /proc/cpuinfo lists it: the choices of the CPU
-forms (`cpu_ops`, `onednn`) and the warning for bfloat16 on a CPU that has no
-bfloat16 arithmetic of its own."""
+"""What the host CPU can do, as /proc/cpuinfo lists it: whether oneDNN may
+take bfloat16 convolutions (`kernels/cpu`), and the warning for bfloat16 on
+a CPU that has no bfloat16 arithmetic of its own. Plain text parsing, no
+JAX: every backend may import it."""
 from __future__ import annotations
 
 import functools
-import logging
-
-_LOG = logging.getLogger(__name__)
 
 # The flags that give a CPU bfloat16 dot products of its own: AVX-512's
 # VDPBF16PS (Intel Cooper Lake and later, AMD Zen 4 and later) or AMX's tiles.
 # Without them oneDNN and XLA emulate bfloat16 through float32 conversions,
-# slower than float32 itself (issue 12: I3D inference 3.2 s in bf16 on an
-# AVX2-only EPYC against 2.5-3.1 s in float32; PyTorch's bf16 autocast did
-# not finish one clip in 15 minutes there).
+# slower than float32 itself (docs/benchmarks.md).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from i3d_jax import train
-from i3d_jax.models import cpu_features
+from i3d_jax.kernels import host
 
 CPUINFO = """processor	: 0
 vendor_id	: AuthenticAMD
@@ -19,10 +19,10 @@ flags		: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16
 
 
 def test_the_flags_are_the_first_processor_s():
-    flags = cpu_features.parse_flags(CPUINFO)
+    flags = host.parse_flags(CPUINFO)
     assert {"avx2", "avx512f", "avx512_vnni"} <= flags
     assert "avx512_bf16" not in flags and "sysret_ss_attrs" not in flags
-    assert cpu_features.parse_flags("model name : something\n") == frozenset()
+    assert host.parse_flags("model name : something\n") == frozenset()
 
 
 @pytest.mark.parametrize("flags,native", [
@@ -32,17 +32,17 @@ def test_the_flags_are_the_first_processor_s():
     ({"avx512f", "amx_tile", "amx_bf16"}, True),   # Sapphire Rapids
 ])
 def test_native_bfloat16_needs_its_dot_products(flags, native):
-    assert cpu_features.has_native_bf16(frozenset(flags)) is native
-    warning = cpu_features.bf16_warning("cpu", frozenset(flags))
+    assert host.has_native_bf16(frozenset(flags)) is native
+    warning = host.bf16_warning("cpu", frozenset(flags))
     assert (warning is None) is native
     if warning:
         assert "avx512_bf16" in warning and "float32" in warning
-    assert cpu_features.bf16_warning("gpu", frozenset(flags)) is None
+    assert host.bf16_warning("gpu", frozenset(flags)) is None
 
 
 def test_this_machine_s_flags_are_read_from_proc_cpuinfo():
     with open("/proc/cpuinfo") as cpuinfo:
-        assert cpu_features.cpu_flags() == cpu_features.parse_flags(cpuinfo.read())
+        assert host.cpu_flags() == host.parse_flags(cpuinfo.read())
 
 
 @pytest.mark.parametrize("flags,dtype,platform,warned", [
@@ -53,7 +53,7 @@ def test_this_machine_s_flags_are_read_from_proc_cpuinfo():
 ])
 def test_training_in_emulated_bfloat16_is_not_silent(monkeypatch, caplog, flags, dtype, platform,
                                                      warned):
-    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(host, "cpu_flags", lambda: flags)
     with caplog.at_level(logging.WARNING):
         train.warn_if_emulated_bf16(dtype, platform)
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -4,13 +4,10 @@ jaxlib's XLA:CPU links oneDNN and runs a custom call named
 `__onednn$convolution` with oneDNN's direct convolution, but the pass that
 would rewrite convolutions into it is not built into jaxlib's wheels: its
 convolutions run on Eigen's. Here a primitive lowers to that custom call
-itself. On a 2-core Xeon (AMX) oneDNN's float32 3D convolutions run 2-2.5
-times faster than XLA's 2D convolution over stacked taps (I3D's
-`Conv3d_2c_3x3`, 32x56x56, 64 -> 192: 157 against 395 ms; float32 sums, max
-relative difference 2e-6). They are float32 like XLA's, not reduced precision.
-Where the CPU has bfloat16 arithmetic (`cpu_features.has_native_bf16`), bfloat16
-ones run on it too: on an AVX-512 EPYC that `Conv3d_2c_3x3` takes 163 ms in
-bfloat16 against 314 ms in float32 and 693 ms in XLA's own bfloat16 one.
+itself: oneDNN's float32 3D convolutions run about twice as fast as XLA's 2D
+convolution over stacked taps, with float32 sums like XLA's (not reduced
+precision). Where the CPU has bfloat16 arithmetic (`host.has_native_bf16`),
+bfloat16 ones run on it too (docs/benchmarks.md has the figures).
 
 The custom call's configuration is XLA's `OneDnnConvolutionConfig` proto as
 JSON in the instruction's backend config, in the encoding the runtime of
@@ -19,7 +16,7 @@ dilations as they are). `available(dtype)` compiles and checks a small
 convolution once per process and dtype; where it fails (a jaxlib built without oneDNN)
 callers keep XLA's own convolutions. Only the CPU lowering is the custom
 call; elsewhere the primitive is lax's convolution. It has no
-differentiation rules of its own: `cpu_ops.conv3d_same` holds the gradients.
+differentiation rules of its own: `conv.conv3d_same` holds the gradients.
 """
 from __future__ import annotations
 
@@ -36,7 +33,7 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
 from jax.sharding import NamedSharding, PartitionSpec
 
-from i3d_jax.models import cpu_features
+from i3d_jax.kernels import host
 
 _LOG = logging.getLogger(__name__)
 _TARGET = "__onednn$convolution"
@@ -210,11 +207,11 @@ def available(dtype: str = "float32") -> bool:
     """Whether this jaxlib's CPU backend runs the oneDNN convolution in `dtype`
     ("float32" or "bfloat16"), with lax's values (checked once per process
     and dtype on a small strided 3D one). "bfloat16" only where the CPU
-    computes it natively (`cpu_features.has_native_bf16`): elsewhere oneDNN
+    computes it natively (`host.has_native_bf16`): elsewhere oneDNN
     emulates it, slower than float32."""
     if dtype not in _CHECK_TOLERANCE:
         raise ValueError(f"onednn.available: dtype {dtype!r} is not one of {sorted(_CHECK_TOLERANCE)}")
-    if dtype == "bfloat16" and not cpu_features.has_native_bf16():
+    if dtype == "bfloat16" and not host.has_native_bf16():
         return False
     # The first call usually comes while a model is being traced: without
     # compile-time evaluation the check's operations would be staged into

@@ -1,0 +1,133 @@
+"""The workdir of a training run: one live run at a time (the lock), the
+resolved config (`config.json`), and the metrics (`metrics.jsonl` and
+TensorBoard), written by process 0."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging as logging_lib
+import os
+import socket
+import time
+from pathlib import Path
+
+import jax
+
+from i3d_jax.atomic_file import write_atomically
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path):
+    """One live run per workdir: an exclusive lock on `workdir/.train.lock`, held
+    by process 0 while it trains. The kernel drops it when the process dies, so a
+    killed run leaves nothing stuck."""
+    if jax.process_index() != 0:
+        yield
+        return
+    path = workdir / ".train.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            # A plain RuntimeError: the command line prints it as one line.
+            raise RuntimeError(
+                f"{workdir} is in use by a live run ({holder}); wait for it to end, stop it, "
+                "or choose another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_config(config, workdir: Path, kernels: str | None = None) -> None:
+    """`workdir/config.json`: every key of the config, `model.kernels` as the
+    run resolved it (`kernels`, e.g. "cpu" for "auto")."""
+    if jax.process_index() != 0:
+        return
+    if kernels is not None and config.model.kernels != kernels:
+        config = config.copy_and_resolve_references()
+        config.model.kernels = kernels
+    text = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+    write_atomically(workdir / "config.json", lambda f: f.write(text.encode()))
+
+
+
+class MetricsLog:
+    """`metrics.jsonl` (one JSON object a line) and TensorBoard, from process 0 only."""
+
+    def __init__(self, workdir: Path):
+        from clu import metric_writers
+
+        self.enabled = jax.process_index() == 0
+        self.path = workdir / "metrics.jsonl"
+        # TensorBoard only: the progress line already says it all in the log.
+        self.writer = (metric_writers.SummaryWriter(str(workdir)) if self.enabled
+                       else metric_writers.MultiWriter([]))
+
+    def write(self, step: int, kind: str, values: dict) -> None:
+        if not self.enabled:
+            return
+        scalars = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+        self.writer.write_scalars(step, {f"{kind}/{k}": v for k, v in scalars.items()})
+        self.writer.flush()
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+
+    def close(self):
+        self.writer.close()
+
+
+class _LibraryChatter(logging_lib.Filter):
+    """Drops the INFO lines Orbax and TFDS log on every save and read; warnings stay."""
+
+    SOURCES = ("/orbax/", "/tensorflow_datasets/", "/tensorflow/python/checkpoint/")
+
+    def filter(self, record) -> bool:
+        return record.levelno > logging_lib.INFO or not any(
+            s in record.pathname for s in self.SOURCES)
+
+
+def quiet_library_logs() -> None:
+    logger = logging_lib.getLogger("absl")
+    if not any(isinstance(f, _LibraryChatter) for f in logger.filters):
+        logger.addFilter(_LibraryChatter())
+
+
+
+def metric_rows(workdir: Path) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def last_eval(workdir: Path, step: int) -> dict | None:
+    """The eval metrics logged at `step`, if the run got that far (process 0's file:
+    every process reads it, so all take the same path)."""
+    evals = [r for r in metric_rows(workdir) if r.get("kind") == "eval" and r["step"] == step]
+    if not evals:
+        return None
+    return {k: v for k, v in evals[-1].items() if k not in ("kind", "step")}
+
+
+def drop_rows_after(workdir: Path, step: int) -> None:
+    """A resumed run logs again the steps after its checkpoint: the first logging of
+    them goes, so `metrics.jsonl` has each step once."""
+    if jax.process_index() != 0:
+        return
+    rows = metric_rows(workdir)
+    kept = [r for r in rows if r["step"] <= step]
+    if len(kept) != len(rows):
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        write_atomically(workdir / "metrics.jsonl", lambda f: f.write(text.encode()))
+
