@@ -321,3 +321,12 @@ def test_weights_of_another_architecture_are_named_in_the_error(monkeypatch):
     monkeypatch.setattr(weights, "load_weights", lambda name: (metadata, {}))
     with pytest.raises(ValueError, match=r"^kinetics400-rgb: predict and features run I3D"):
         LoadedModel.from_options(weights="kinetics400-rgb")
+
+
+@pytest.mark.parametrize("command", ["predict", "features", "flow"])
+def test_a_count_of_zero_frames_is_refused_naming_the_flag(command, tmp_path, capsys):
+    video = tmp_path / "clip.npy"
+    np.save(video, np.zeros((10, 8, 8, 3), np.float32))
+    code, out, err = run_cli([command, str(video), "--frames", "0"], capsys)
+    assert code == 2 and out == ""
+    assert "argument --frames: expected a positive integer, got 0" in err.splitlines()[-1]

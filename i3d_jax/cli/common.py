@@ -1,11 +1,25 @@
-"""What several commands share: label files, the stream option, the kernels option."""
+"""What several commands share: label files, the stream option, the kernels option,
+positive counts."""
 from __future__ import annotations
+
+import argparse
 
 from i3d_jax.streams import STREAM_CHANNELS
 
 STREAMS = tuple(STREAM_CHANNELS)
 # i3d_jax.kernels.KERNEL_CHOICES, spelt out so that `--help` needs no JAX import.
 KERNEL_CHOICES = ("auto", "xla", "cpu")
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1 (argparse names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def add_kernels_argument(parser) -> None:

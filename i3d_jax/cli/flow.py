@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from i3d_jax.atomic_file import write_atomically
+from i3d_jax.cli.common import positive_int
 from i3d_jax.video import VIZ_SUFFIXES
 
 
@@ -52,10 +53,10 @@ def register(subparsers):
                         help="flow magnitude (pixels) drawn fully saturated (default: the clip's largest)")
     parser.add_argument("--fps", type=float, default=25.0,
                         help="resample video files to this rate (default 25, as predict; 0 keeps every frame)")
-    parser.add_argument("--frames", type=int, default=None, help="use at most N frames")
-    parser.add_argument("--resize-short-side", type=int, default=None,
+    parser.add_argument("--frames", type=positive_int, default=None, help="use at most N frames")
+    parser.add_argument("--resize-short-side", type=positive_int, default=None,
                         help="resize frames so the shorter side is S pixels (default: as decoded)")
-    parser.add_argument("--batch-size", type=int, default=16,
+    parser.add_argument("--batch-size", type=positive_int, default=16,
                         help="frame pairs per compiled batch (default 16)")
     algorithm = parser.add_argument_group("TV-L1 parameters (default: OpenCV's DualTVL1 defaults)")
     for field in dataclasses.fields(TVL1Params):

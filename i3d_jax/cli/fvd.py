@@ -8,7 +8,6 @@ as the TF FVD code does: see `i3d_jax.fvd`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from i3d_jax.arrays import load_array, load_npz, npz_keys
-from i3d_jax.cli.common import add_kernels_argument
+from i3d_jax.cli.common import add_kernels_argument, positive_int
 from i3d_jax.fvd import (
     DEFAULT_BATCH_SIZE,
     EMBEDDINGS,
@@ -292,16 +291,6 @@ def cmd_fvd_stats(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _common_arguments(parser):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--weights", default=None,
@@ -311,10 +300,10 @@ def _common_arguments(parser):
     parser.add_argument("--embedding", choices=EMBEDDINGS, default=None,
                         help="logits: the 400 Kinetics logits (TF FVD code; default); "
                              "features: the 1024-d average pool after Mixed_5c, averaged over time")
-    parser.add_argument("--frames", type=_positive, default=None,
+    parser.add_argument("--frames", type=positive_int, default=None,
                         help=f"use the first N frames of every clip (at least {MIN_FRAMES}); "
                              "default: all frames, as the TF FVD code")
-    parser.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help="videos per step, split over the local devices (rounded up "
                              f"to a multiple of their count; default {DEFAULT_BATCH_SIZE})")
     add_kernels_argument(parser)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from i3d_jax.atomic_file import write_atomically
-from i3d_jax.cli.common import STREAMS, add_kernels_argument
+from i3d_jax.cli.common import STREAMS, add_kernels_argument, positive_int
 
 # 40 s at 25 fps. A longer clip runs as one array: memory grows with its
 # length (gigabytes for minutes of video), so the user is told how to cut it.
@@ -36,7 +36,7 @@ def _weights_arguments(parser):
              "rgb: videos or .npy [T, H, W, 3] in [-1, 1]. flow: a video file's TV-L1 flow "
              "is computed as DeepMind did (+-20 px scaled to [-1, 1]); a .npy holds flow "
              "[T, H, W, 2] already scaled to [-1, 1]")
-    parser.add_argument("--frames", type=int, default=None,
+    parser.add_argument("--frames", type=positive_int, default=None,
                         help="use at most N frames (after resampling to 25 fps); default: all")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="compute dtype (parameters stay float32)")
@@ -173,7 +173,7 @@ def register(subparsers):
     predict = subparsers.add_parser("predict", help="top-k Kinetics classes for each video")
     predict.add_argument("videos", nargs="+", help=VIDEOS_HELP)
     _weights_arguments(predict)
-    predict.add_argument("--top-k", type=int, default=5, help="classes to print per video (default 5)")
+    predict.add_argument("--top-k", type=positive_int, default=5, help="classes to print per video (default 5)")
     predict.add_argument("--json", action="store_true",
                          help='one JSON object per video per line: {"path", "logits", "top_k"}')
     predict.set_defaults(func=cmd_predict)
