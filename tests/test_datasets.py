@@ -395,6 +395,9 @@ def test_a_bad_list_line_or_an_empty_folder_is_named(tmp_path):
     (tmp_path / "train.txt").write_text("videos/a.mp4 1\njust_a_path.mp4\n")
     with pytest.raises(ValueError, match=r"train.txt:2: expected 'PATH LABEL'"):
         read_list_file(tmp_path / "train.txt")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no clips found"):
-        build("video_folder/rgb", tmp_path / "data", tmp_path / "empty")
+    # A folder that holds something, but no <split>/<label>/ clips (TFDS itself refuses
+    # an empty one, naming it).
+    (tmp_path / "no_clips").mkdir()
+    (tmp_path / "no_clips" / "README.md").write_text("clips to come\n")
+    with pytest.raises(FileNotFoundError, match="no_clips: no clips found"):
+        build("video_folder/rgb", tmp_path / "data", tmp_path / "no_clips")

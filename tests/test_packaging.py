@@ -106,7 +106,9 @@ def test_the_wheel_trains_and_finds_every_config_by_name(installed):
                                   "--config", spec, "--print-config"], cwd=outside, env=env))
         assert printed["total_steps"] > 0 and printed["dataset"], spec
     assert not (tmp_path / "unused").exists()  # --print-config touches nothing
-    env = {**env, "TFDS_DATA_DIR": str(tmp_path / "tfds"), "JAX_PLATFORMS": "cpu"}
+    # A user's process: one CPU device, not the suite's eight fake ones.
+    env = {**{k: v for k, v in env.items() if k != "XLA_FLAGS"},
+           "TFDS_DATA_DIR": str(tmp_path / "tfds"), "JAX_PLATFORMS": "cpu"}
     run([*i3d_jax, "train", "--workdir", str(tmp_path / "run"), "--config.total_steps=2",
          "--config.batch_size=2", "--config.eval.batch_size=2",
          "--config.eval.whole_video_frames=16", "--config.model.width_multiplier=0.125",

@@ -45,18 +45,18 @@ def on_first_devices(monkeypatch, num_devices: int) -> None:
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURE_OVERRIDES))
 def test_every_architecture_trains_and_evaluates(architecture, tiny_data_dir, tmp_path,
-                                                 monkeypatch, caplog):
+                                                 monkeypatch):
     from i3d_jax.train import loop as train  # the loop's own names are patched
 
     on_first_devices(monkeypatch, 1)
     config = tiny_config(tiny_data_dir, **{"total_steps": 2, "model.architecture": architecture,
                                            **ARCHITECTURE_OVERRIDES[architecture]})
-    with caplog.at_level("INFO"):
-        final = train.train_and_evaluate(config, tmp_path)
+    final = train.train_and_evaluate(config, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in rows if r["kind"] == "train")
-    assert final["num_examples"] == 16 and "eval on test" in caplog.text
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert final["num_examples"] == 16 and [(r["step"], r["split"]) for r in evals] == [(2, "test")]
     metadata = checkpoints.training_metadata(
         checkpoints.training_manager(tmp_path, read_only=True), 2)
     assert metadata.architecture == architecture

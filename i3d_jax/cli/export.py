@@ -68,7 +68,8 @@ def register(subparsers):
                         help="a checkpoint directory (convert, inflate) or a training workdir")
     source.add_argument("--weights", default=None,
                         help="named pretrained weights (default: kinetics400-rgb)")
-    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="what to write; the description above says what each holds")
     parser.add_argument("--out", required=True,
                         help="the file (stablehlo; pytorch-i3d: .pt, .pth or .npz) or folder "
                              "(savedmodel) to write")
