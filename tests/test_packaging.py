@@ -112,7 +112,7 @@ def test_the_wheel_trains_and_finds_every_config_by_name(installed):
     run([*i3d_jax, "train", "--workdir", str(tmp_path / "run"), "--config.total_steps=2",
          "--config.batch_size=2", "--config.eval.batch_size=2",
          "--config.eval.whole_video_frames=16", "--config.model.width_multiplier=0.125",
-         "--config.dataset=synthetic_motion/tiny"], cwd=outside, env=env)
+         "--config.dataset=synthetic_motion/tiny", "--config.input.crop_size=24"], cwd=outside, env=env)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["total_steps"] == 2 and config["optimizer"]["name"] == "adamw"
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()

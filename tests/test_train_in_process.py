@@ -56,7 +56,8 @@ def test_every_architecture_trains_and_evaluates(architecture, tiny_data_dir, tm
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in rows if r["kind"] == "train")
     evals = [r for r in rows if r["kind"] == "eval"]
-    assert final["num_examples"] == 16 and [(r["step"], r["split"]) for r in evals] == [(2, "test")]
+    assert [(r["step"], r["num_examples"]) for r in evals] == [(2, 16)]
+    assert final["num_examples"] == 16 and final["top1"] == evals[0]["top1"]
     metadata = checkpoints.training_metadata(
         checkpoints.training_manager(tmp_path, read_only=True), 2)
     assert metadata.architecture == architecture
