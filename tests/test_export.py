@@ -86,8 +86,9 @@ def test_stablehlo_takes_a_two_stream_model_s_inputs(tmp_path, capsys):
         ["b", "10*t", 224, 224, 2]
     exported = jax.export.deserialize(bytearray((tmp_path / "ts.bin").read_bytes()))
     rng = np.random.default_rng(0)
-    clips = {"rgb": rng.uniform(-1, 1, (2, 2, 224, 224, 3)).astype(np.float32),
-             "flow": rng.uniform(-1, 1, (2, 20, 224, 224, 2)).astype(np.float32)}
+    # Two RGB frames, twenty flow frames: not the shapes it was exported with.
+    clips = {"rgb": rng.uniform(-1, 1, (1, 2, 224, 224, 3)).astype(np.float32),
+             "flow": rng.uniform(-1, 1, (1, 20, 224, 224, 2)).astype(np.float32)}
     want = model.apply(variables, clips, train=False)
     assert _relative(exported.call(clips)["logits"], want) < 1e-5
 
@@ -130,12 +131,15 @@ def test_pytorch_i3d_state_dict_round_trips_and_loads_strictly(tmp_path, capsys,
         sys.path.insert(0, str(REPO))
     from benchmarks.torch_i3d import InceptionI3d as TorchI3d
     from i3d_jax.checkpoints import load_pretrained
+    from i3d_jax.inference import LoadedModel
 
-    # Full width (pytorch-i3d's shapes), no BatchNorm scale: gamma must come out as ones.
-    path, variables, model = _checkpoint(tmp_path / "ckpt", "i3d",
-                                         np.zeros((1, 9, 32, 32, 3), np.float32), num_classes=400)
+    # DeepMind's weights: pytorch-i3d's shapes, and no BatchNorm scale, so gamma must
+    # come out as ones.
+    pretrained = LoadedModel.from_options("kinetics400-rgb")
+    variables = pretrained.variables
+    model = pretrained.metadata.build_model(kernels=XLA)
     out = tmp_path / "i3d.pt"
-    code, _, err = run_cli(["export", "--checkpoint", str(path), "--format", "pytorch-i3d",
+    code, _, err = run_cli(["export", "--weights", "kinetics400-rgb", "--format", "pytorch-i3d",
                             "--out", str(out)], capsys)
     assert code == 0, err
     state = torch.load(out, weights_only=True)

@@ -209,7 +209,9 @@ def run_train(args) -> int:
         from absl import logging
 
         from i3d_jax.train import train_and_evaluate
+        from i3d_jax.train.workdir import quiet_library_logs
 
+        quiet_library_logs()  # before JAX starts: it logs the backends it did not find
         if jax.process_index() > 0:
             logging.set_verbosity(logging.WARNING)  # process 0 speaks for the job
         train_and_evaluate(config, args.workdir)

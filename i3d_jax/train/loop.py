@@ -36,13 +36,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     the next step boundary and returns; the same call again resumes from it.
     """
     workdir = Path(workdir)
+    quiet_library_logs()
     # A refused launch leaves nothing behind: every check that can fail on the
     # config, the devices or the data runs before the workdir exists.
     check_config(config)
     check_mesh(config)
     check_dataset(config)
     workdir.mkdir(parents=True, exist_ok=True)
-    quiet_library_logs()
     # From the start: a notice during set-up or compiling saves after the first step.
     with workdir_lock(workdir), PreemptionNotice() as preemption:
         return _train_and_evaluate(config, workdir, preemption)

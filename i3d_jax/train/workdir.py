@@ -88,20 +88,30 @@ class MetricsLog:
 
 
 class _LibraryChatter(logging_lib.Filter):
-    """Drops the INFO lines Orbax and TFDS log on every save and read; warnings stay."""
+    """Drops the INFO lines Orbax and TFDS log on every save and read, and JAX's on
+    the accelerators it looked for and did not find; warnings stay, but for TFDS's
+    on a dataset folder without dataset_info.json: a dataset about to be built on
+    first use, which the build's own line says."""
 
-    SOURCES = ("/orbax/", "/tensorflow_datasets/", "/tensorflow/python/checkpoint/")
+    SOURCES = ("/orbax/", "/tensorflow_datasets/", "/tensorflow/python/checkpoint/",
+               "/jax/_src/xla_bridge.py")
+    UNBUILT = "has no dataset_info.json"
 
     def filter(self, record) -> bool:
+        if "/tensorflow_datasets/" in record.pathname and self.UNBUILT in record.getMessage():
+            return False
         return record.levelno > logging_lib.INFO or not any(
             s in record.pathname for s in self.SOURCES)
 
 
 def quiet_library_logs() -> None:
-    logger = logging_lib.getLogger("absl")
-    if not any(isinstance(f, _LibraryChatter) for f in logger.filters):
-        logger.addFilter(_LibraryChatter())
+    """The filter above on absl's logger (TFDS and Orbax log through it) and on its
+    handler (which prints what other libraries log through Python's logging)."""
+    from absl import logging as absl_logging
 
+    for target in (logging_lib.getLogger("absl"), absl_logging.get_absl_handler()):
+        if not any(isinstance(f, _LibraryChatter) for f in target.filters):
+            target.addFilter(_LibraryChatter())
 
 
 def metric_rows(workdir: Path) -> list[dict]:
