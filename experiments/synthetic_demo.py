@@ -15,6 +15,8 @@ reached 52% top-1 in 600 steps; AdamW without it 86% in 400, 89.5% in 700: a
 quarter-width model on 1024 clips underfits rather than overfits), and
 BatchNorm momentum 0.9 instead of 0.999 (with 0.999 the running averages
 still remember their start after 600 steps and evaluation is at chance).
+1500 steps, not 1000: with 1000, one seed of three on a 2-core Xeon still
+underfit (train accuracy 0.915, test top-1 0.883, the others 0.938 and 0.969).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def get_config(arg: str | None = None):
         "input.crop_size": 56, "input.rgb.num_frames": 16, "input.flip": True,
         "input.shuffle_buffer": 64,
         # The recipe: AdamW, a cosine schedule after a short warmup.
-        "total_steps": 1000, "batch_size": 16,
+        "total_steps": 1500, "batch_size": 16,
         "optimizer.name": "adamw", "optimizer.weight_decay": 1e-4,
         "schedule.name": "cosine", "schedule.learning_rate": 0.002,
         "schedule.warmup_steps": 30,
