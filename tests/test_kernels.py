@@ -15,7 +15,7 @@ import pytest
 
 from i3d_jax import kernels
 from i3d_jax.kernels import XLA, choose_kernels, xla_flags
-from i3d_jax.kernels.cpu import make_kernels, onednn
+from i3d_jax.kernels.cpu import gradient_form, make_kernels, onednn
 
 PACKAGE = Path(__file__).resolve().parents[1] / "i3d_jax"
 DOT = "--xla_cpu_experimental_ynn_fusion_type=dot"
@@ -33,8 +33,7 @@ def test_auto_is_the_cpu_kernels_on_the_cpu_with_the_tested_jaxlib(caplog):
     # Read before choosing again: the CLI's main leaves this logger at INFO.
     lines = [r.getMessage() for r in caplog.records if r.name == "i3d_jax.kernels"]
     assert chosen.name == "cpu" and chosen is choose("cpu")
-    assert chosen is make_kernels("onednn", "lax" if DOT in xla_flags.flags_at_start()
-                                  else "matrix_products")
+    assert chosen is make_kernels("onednn", gradient_form(xla_flags.flags_at_start()))
     assert len(lines) == 1 and lines[0].startswith("kernels: cpu (oneDNN's self-check passed: ")
 
 

@@ -95,10 +95,14 @@ def test_whether_ynnpack_runs_convolutions_is_read_from_xla_flags(flags, ynnpack
     assert xla_flags.ynnpack_runs_convolutions(flags) is ynnpack
 
 
-def test_the_gradient_form_follows_the_flags_xla_started_with():
-    assert gradient_form("--xla_cpu_experimental_ynn_fusion_type=dot") == "lax"
-    assert gradient_form("--xla_force_host_platform_device_count=8") == "matrix_products"
-    assert gradient_form("") == "matrix_products"
+def test_the_gradient_form_follows_the_flags_xla_started_with_and_the_cpu():
+    no_amx, amx = frozenset({"avx2", "avx512f"}), frozenset({"avx512f", "amx_tile"})
+    assert gradient_form("--xla_cpu_experimental_ynn_fusion_type=dot", no_amx) == "lax"
+    assert gradient_form("--xla_force_host_platform_device_count=8", no_amx) == "matrix_products"
+    assert gradient_form("", no_amx) == "matrix_products"
+    # On AMX lax's is the faster with YNNPACK's convolutions too.
+    assert gradient_form("", amx) == "lax"
+    assert gradient_form("--xla_cpu_experimental_ynn_fusion_type=dot", amx) == "lax"
 
 
 def test_the_pinned_jaxlib_runs_onednn_convolutions():

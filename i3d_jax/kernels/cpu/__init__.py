@@ -12,7 +12,8 @@ Imported only where `i3d_jax.kernels.choose_kernels` chooses "cpu" (on JAX's
 CPU backend), the one place in the package that reaches into `jax._src`
 (`onednn.py`). The forms are fixed here, once per process, from what the
 process started with: oneDNN where its self-check passes, and the gradient
-form that is faster under the XLA_FLAGS XLA read (docs/benchmarks.md).
+form that is faster on this CPU under the XLA_FLAGS XLA read
+(docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -20,19 +21,22 @@ import functools
 
 import jax
 
-from i3d_jax.kernels import xla_flags
+from i3d_jax.kernels import host, xla_flags
 from i3d_jax.kernels.xla import Kernels
 from i3d_jax.kernels.cpu import conv, onednn, reductions
 
 
-def gradient_form(flags: str) -> str:
-    """"lax" where XLA:CPU runs convolutions with its own Eigen kernels
-    (`flags`, XLA_FLAGS as XLA started, keep YNNPACK to other fusions),
-    "matrix_products" where YNNPACK takes them (its default): each is the
-    faster there, on every CPU measured (docs/benchmarks.md, "Which gradient
-    form"). Both compute the same sums (`tests/test_kernels_cpu.py` checks
-    each against lax).
+def gradient_form(flags: str, cpu_flags: frozenset[str] | None = None) -> str:
+    """"lax" where the CPU has AMX (`cpu_flags`, this machine's by default) or
+    XLA:CPU runs convolutions with its own Eigen kernels (`flags`, XLA_FLAGS
+    as XLA started, keep YNNPACK to other fusions); "matrix_products" on a CPU
+    without AMX where YNNPACK takes them (its default): each is the faster
+    there, as measured on both kinds of CPU (docs/benchmarks.md, "Which
+    gradient form"). Both compute the same sums (`tests/test_kernels_cpu.py`
+    checks each against lax).
     """
+    if "amx_tile" in (host.cpu_flags() if cpu_flags is None else cpu_flags):
+        return "lax"
     return "matrix_products" if xla_flags.ynnpack_runs_convolutions(flags) else "lax"
 
 
