@@ -191,11 +191,9 @@ def initial_state(run: Run) -> TrainState:
     frames = {s: config.input[s].num_frames for s in run.fns.stream_names}
     example = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
                            abstract_inputs(config, frames, 1))
-    key = state_key(config.seed)
     options = CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-    init = jax.jit(run.fns.init, out_shardings=run.state_shardings).lower(
-        key, example).compile(compiler_options=options)
-    state = init(key, example)
+    init = jax.jit(run.fns.init, out_shardings=run.state_shardings, compiler_options=options)
+    state = init(state_key(config.seed), example)
     if config.init_from:
         variables = init_variables(config, {"params": state.params,
                                              "batch_stats": state.batch_stats})
