@@ -114,6 +114,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # workdir. A classifier of another size is re-initialised.
     config.init_from = ""
 
+    # A resume compares the config with the run's config.json: changes to how long,
+    # how fast or how often are logged and accepted; changes that would misread the
+    # saved state (batch, seed, dataset, sampling, model, loss) are refused unless
+    # this is True (docs/training.md, "What survives what").
+    config.resume_with_changes = False
+
     config.log_every_steps = 100
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3

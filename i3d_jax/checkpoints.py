@@ -204,7 +204,9 @@ def training_manager(workdir, *, save_every: int = 1, keep: int | None = None,
     """The workdir's CheckpointManager: a save every `save_every` steps, `keep` kept."""
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=save_every, max_to_keep=keep, create=not read_only,
-        read_only=read_only, enable_async_checkpointing=True)
+        read_only=read_only, enable_async_checkpointing=True,
+        # What a killed save left behind (never a step a resume would take).
+        cleanup_tmp_directories=not read_only)
     return ocp.CheckpointManager(
         Path(workdir).absolute() / TRAINING_CHECKPOINTS, options=options,
         item_handlers={"state": _state_handler(),

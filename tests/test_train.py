@@ -185,10 +185,10 @@ def test_a_typo_in_a_key_is_refused_naming_it(tmp_path, compile_cache):
 
 
 # The 3D-ConvNet compiles in seconds (resuming knows no architecture); 40 steps,
-# each saved or logged, take seconds, so a kill right after the first checkpoint
-# lands well before the end.
+# each saved or logged, take seconds.
 RESUMABLE = ["--config.model.architecture=conv3d", "--config.total_steps=40",
-             "--config.checkpoint_every_steps=2", "--config.keep_checkpoints=40"]
+             "--config.checkpoint_every_steps=2", "--config.keep_checkpoints=40",
+             "--config.eval_every_steps=20"]
 
 
 @pytest.fixture(scope="session")
@@ -199,29 +199,32 @@ def straight_run(tiny_data_dir, compile_cache, tmp_path_factory):
     return params_sha256(workdir, compile_cache)
 
 
-def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, compile_cache, tmp_path,
-                                                   straight_run):
-    """SIGKILL after the first checkpoint, the same command again: bitwise the
-    parameters of a run that was never interrupted (and the killed run's lock on
-    the workdir did not outlive it)."""
-    killed = tmp_path / "killed"
-    args = [sys.executable, "-m", "i3d_jax", *train_args(killed, tiny_data_dir, *RESUMABLE)]
-    process = subprocess.Popen(args, env=cli_env(compile_cache), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while not (killed / "checkpoints" / "2").is_dir():
-            assert process.poll() is None, "the run ended before its first checkpoint"
-            assert time.time() < deadline, "no checkpoint after 300 s"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
-    assert checkpoints.training_manager(killed, read_only=True).latest_step() < 40
-    resumed = i3d_jax(train_args(killed, tiny_data_dir, *RESUMABLE), compile_cache)
+# One run killed (SIGKILL, by tests/kill_at.py) at each moment in turn, the same
+# command after each: mid-save (step 6's arrays in flight), halfway through a
+# metrics row, at the start of the step-20 eval, in the wait for the last save.
+# benchmarks/kill_anywhere.py kills at 20 random moments.
+KILLS = [("save", 3), ("metrics", 10), ("eval", 1), ("final-wait", 1)]
+
+
+def test_a_run_killed_at_four_moments_ends_as_if_never_killed(tiny_data_dir, compile_cache,
+                                                              tmp_path, straight_run):
+    """Bitwise the parameters of a run never interrupted, each step's row (and each
+    eval's) once in metrics.jsonl, and no killed run's lock outliving it."""
+    workdir = tmp_path / "killed"
+    kill_at = os.path.join(os.path.dirname(__file__), "kill_at.py")
+    for moment, n in KILLS:
+        result = subprocess.run(
+            [sys.executable, kill_at, moment, str(n), *train_args(workdir, tiny_data_dir,
+                                                                  *RESUMABLE)],
+            env=cli_env(compile_cache), capture_output=True, text=True, timeout=600)
+        assert result.returncode == -signal.SIGKILL, (moment, result.stderr[-3000:])
+    resumed = i3d_jax(train_args(workdir, tiny_data_dir, *RESUMABLE), compile_cache)
     assert "resuming from step" in resumed.stderr
-    assert params_sha256(killed, compile_cache) == straight_run
+    assert params_sha256(workdir, compile_cache) == straight_run
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 41))
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [20, 40]
+    assert not list((workdir / "checkpoints").glob("*tmp*"))  # what killed saves left: gone
 
 
 def test_sigterm_saves_at_the_next_step_and_exits_zero(tiny_data_dir, compile_cache, tmp_path,

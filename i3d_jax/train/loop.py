@@ -20,6 +20,7 @@ from absl import logging
 
 from i3d_jax import checkpoints, sharding
 from i3d_jax.train.config_keys import check_config, clip_options
+from i3d_jax.train.resume import ConfigChanges, compare_configs, restore_newest_whole
 from i3d_jax.train.run import Run, check_dataset, check_mesh, initial_state, setup
 from i3d_jax.train.step import TrainState, jit_train_step
 from i3d_jax.train.workdir import (
@@ -45,20 +46,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     # From the start: a notice during set-up or compiling saves after the first step.
     with workdir_lock(workdir), PreemptionNotice() as preemption:
-        return _train_and_evaluate(config, workdir, preemption)
+        # Under the lock (a refused second launch compares nothing), before set-up.
+        changes = compare_configs(config, workdir)
+        return _train_and_evaluate(config, workdir, preemption, changes)
 
 
-def _train_and_evaluate(config, workdir: Path, preemption) -> dict:
+def _train_and_evaluate(config, workdir: Path, preemption, changes: ConfigChanges) -> dict:
     run = setup(config, workdir)
     train_iter = _train_iterator(run)
-    latest = run.manager.latest_step()
+    latest, state = restore_newest_whole(run, train_iter)
+    # A resumed run logs again the steps after its checkpoint, a new one every step:
+    # their first logging goes, so metrics.jsonl has each step once.
+    drop_rows_after(workdir, latest or 0)
     if latest is not None:
-        checkpoints.check_resumable(run.manager, latest, run.metadata, workdir)
-        drop_rows_after(workdir, latest)
         logging.info("resuming from step %d (latest checkpoint in %s)", latest,
                      run.manager.directory)
-        state = checkpoints.restore_training(run.manager, latest, run.abstract_state,
-                                             run.state_shardings, train_iter)
+        changes.report(workdir, latest, config)
     else:
         if config.init_from:
             logging.info("starting a new run from the weights of %s (init_from, not a resume)",
@@ -73,7 +76,11 @@ def _train_and_evaluate(config, workdir: Path, preemption) -> dict:
         if step >= config.total_steps:
             logging.info("this run already finished: step %d of %d; nothing to train",
                          step, config.total_steps)
-            return last_eval(workdir, step) or run.evaluator.evaluate(state)
+            final = last_eval(workdir, step)
+            if final is None:  # killed between the last save and the eval's row
+                final = run.evaluator.evaluate(state)
+                metrics_log.write(step, "eval", final)
+            return final
         return _train_loop(run, state, step, train_iter, metrics_log, preemption)
     finally:
         run.manager.wait_until_finished()

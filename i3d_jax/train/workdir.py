@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from i3d_jax.atomic_file import write_atomically
 
@@ -20,33 +21,40 @@ from i3d_jax.atomic_file import write_atomically
 @contextlib.contextmanager
 def workdir_lock(workdir: Path):
     """One live run per workdir: an exclusive lock on `workdir/.train.lock`, held
-    by process 0 while it trains. The kernel drops it when the process dies, so a
+    by process 0 while it trains, its verdict shared with every process (a second
+    launch of a multi-host job is refused on each host, none left waiting for a
+    process 0 that quit). The kernel drops the lock when the process dies, so a
     killed run leaves nothing stuck."""
-    if jax.process_index() != 0:
-        yield
-        return
-    path = workdir / ".train.lock"
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
+    with contextlib.ExitStack() as stack:
+        holder = None
+        if jax.process_index() == 0:
+            f = stack.enter_context(open(workdir / ".train.lock", "a+"))
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            refused = multihost_utils.broadcast_one_to_all(np.int32(holder is not None))
+            if int(refused) and holder is None:
+                holder = "its lock is held, as process 0 of this job found"
+        if holder is not None:
             # A plain RuntimeError: the command line prints it as one line.
             raise RuntimeError(
                 f"{workdir} is in use by a live run ({holder}); wait for it to end, stop it, "
-                "or choose another --workdir") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        f.flush()
-        try:
-            yield
-        finally:
+                "or choose another --workdir")
+        if jax.process_index() == 0:
             f.seek(0)
             f.truncate()
-            fcntl.flock(f, fcntl.LOCK_UN)
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            f.flush()
+            stack.callback(fcntl.flock, f, fcntl.LOCK_UN)
+            stack.callback(f.truncate)
+            stack.callback(f.seek, 0)
+        yield
 
 
 def write_config(config, workdir: Path, kernels: str | None = None) -> None:
@@ -115,10 +123,22 @@ def quiet_library_logs() -> None:
 
 
 def metric_rows(workdir: Path) -> list[dict]:
+    """The rows of `metrics.jsonl`; a last line cut short (a run killed while
+    writing it) is left out."""
     path = workdir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().split("\n")
+    rows = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines) - 1:  # only the last line can be a write cut short
+                raise ValueError(f"{path}, line {number + 1}: not JSON: {line[:80]!r}") from None
+    return rows
 
 
 def last_eval(workdir: Path, step: int) -> dict | None:
@@ -131,13 +151,15 @@ def last_eval(workdir: Path, step: int) -> dict | None:
 
 
 def drop_rows_after(workdir: Path, step: int) -> None:
-    """A resumed run logs again the steps after its checkpoint: the first logging of
-    them goes, so `metrics.jsonl` has each step once."""
+    """Keeps the rows of steps up to `step` (and drops a last line cut short)."""
     if jax.process_index() != 0:
         return
+    path = workdir / "metrics.jsonl"
     rows = metric_rows(workdir)
     kept = [r for r in rows if r["step"] <= step]
-    if len(kept) != len(rows):
+    text = path.read_text() if path.exists() else ""
+    cut_short = bool(text) and not text.endswith("\n")
+    if len(kept) != len(rows) or cut_short:
         text = "".join(json.dumps(r) + "\n" for r in kept)
         write_atomically(workdir / "metrics.jsonl", lambda f: f.write(text.encode()))
 
