@@ -206,15 +206,17 @@ def step_problem(step_dir: Path) -> str | None:
 
 def arrays_problem(state_dir: Path) -> str | None:
     """Every byte of the state's arrays read once, straight from TensorStore's OCDBT
-    store (each value is a byte range of a data file: a file truncated or gone
-    fails its read). Quiet, where a failed read inside Orbax's restore prints a
+    store (each value is a byte range of a data file: a file truncated fails its
+    read, a file gone reads empty). Quiet, where a failed read inside Orbax's restore prints a
     traceback per pending read."""
     import tensorstore as ts
 
     try:
         store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{state_dir}/"}).result()
         for key in store.list().result():
-            store.read(key).result()
+            # A value in a data file that is gone reads as no bytes, without error.
+            if not store.read(key).result().value:
+                return f"state unreadable: no bytes for {key.decode()} (a data file is missing)"
     except Exception as error:  # TensorStore raises ValueError and its own kinds
         return f"state unreadable: {str(error).splitlines()[0][:200]}"
     return None
