@@ -126,11 +126,13 @@ def test_bad_multihost_flags_are_refused_before_any_training(tmp_path, compile_c
     assert not (tmp_path / "w").exists()
 
 
-def test_sigterm_to_both_processes_saves_one_step_and_both_exit_zero(tiny_data_dir, compile_cache,
-                                                                     tmp_path):
-    """What a cluster does before it takes a slice: SIGTERM to every process. They
-    agree on a step (jax.distributed's preemption sync, through Orbax's
-    `reached_preemption`), save it together and exit 0."""
+def test_a_live_two_process_run_refuses_a_second_launch_and_saves_on_sigterm(
+        tiny_data_dir, compile_cache, tmp_path):
+    """A second launch of the job on its live workdir is refused by both of its
+    processes (the lock's verdict is process 0's, shared). Then what a cluster does
+    before it takes a slice: SIGTERM to every process. They agree on a step
+    (jax.distributed's preemption sync, through Orbax's `reached_preemption`), save
+    it together and exit 0."""
     import signal
 
     from i3d_jax import checkpoints
@@ -145,6 +147,12 @@ def test_sigterm_to_both_processes_saves_one_step_and_both_exit_zero(tiny_data_d
         for line in processes[0].stderr:  # process 0 logs every step
             log0.append(line)
             if "step 2/2000" in line:
+                # The same job launched again on the live workdir: refused on both hosts.
+                second = launch_two_processes(workdir, tiny_data_dir, compile_cache,
+                                              [*steps, "--config.total_steps=2000"])
+                for i, p in enumerate(second):
+                    _, err = p.communicate(timeout=300)
+                    assert p.returncode != 0 and "is in use by a live run" in err, (i, err)
                 for p in processes:
                     p.send_signal(signal.SIGTERM)
                 break
