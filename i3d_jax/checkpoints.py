@@ -270,13 +270,79 @@ def _in_fresh_buffers(tree):
     return jax.tree.map(fresh, tree)
 
 
+def _json_problem(path: Path) -> str | None:
+    if not path.is_file():
+        return f"{path.name} is missing"
+    try:
+        json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return f"{path.name} is not valid JSON ({error})"
+    return None
+
+
+def step_problem(step_dir: Path) -> str | None:
+    """What makes a saved step not whole: no commit marker (Orbax writes them last),
+    an item folder or its JSON missing or broken, an empty file, an array that
+    does not read; None for a whole step. (Orbax keeps no checksum of array data:
+    a flipped bit inside a value goes unseen.)"""
+    if not (step_dir / "commit_success.txt").is_file():
+        return "no commit marker (commit_success.txt): its save never finished"
+    problem = _json_problem(step_dir / "_CHECKPOINT_METADATA")
+    if problem:
+        return problem
+    for item in ("state", "model"):
+        if not (step_dir / item / "commit_success.txt").is_file():
+            return f"item {item!r} has no commit marker"
+    for path in (step_dir / "state" / "_METADATA", step_dir / "model" / "metadata"):
+        problem = _json_problem(path)
+        if problem:
+            return f"{path.relative_to(step_dir)}: {problem}"
+    if not (step_dir / "state" / "manifest.ocdbt").is_file():
+        return "state/manifest.ocdbt is missing"
+    empty = sorted(str(p.relative_to(step_dir)) for p in step_dir.rglob("*")
+                   if p.is_file() and p.stat().st_size == 0)
+    if empty:
+        return f"empty file {empty[0]}"
+    return _arrays_problem(step_dir / "state")
+
+
+def _arrays_problem(state_dir: Path) -> str | None:
+    """Every byte of the state's arrays read once, straight from TensorStore's OCDBT
+    store (each value is a byte range of a data file: a file truncated fails its
+    read, a file gone reads empty). Quiet, where a failed read inside Orbax's restore prints a
+    traceback per pending read."""
+    import tensorstore as ts
+
+    try:
+        store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{state_dir}/"}).result()
+        for key in store.list().result():
+            # A value in a data file that is gone reads as no bytes, without error.
+            if not store.read(key).result().value:
+                return f"state unreadable: no bytes for {key.decode()} (a data file is missing)"
+    except Exception as error:  # TensorStore raises ValueError and its own kinds
+        return f"state unreadable: {str(error).splitlines()[0][:200]}"
+    return None
+
+
+def newest_whole_step(manager) -> int | None:
+    """The newest step of a training workdir that is whole (`step_problem`), each
+    newer one skipped with a warning naming what is wrong."""
+    for step in sorted(manager.all_steps(), reverse=True):
+        problem = step_problem(Path(manager.directory) / str(step))
+        if problem is None:
+            return step
+        log.warning("%s: step %d is not whole (%s); using an older one", manager.directory,
+                    step, problem)
+    return None
+
+
 def load_training_variables(workdir, step: int | None = None):
     """(metadata, {params, batch_stats} as numpy, step) of a training workdir's
     checkpoint (default: the latest), on whatever devices are here."""
     manager = training_manager(workdir, read_only=True)
-    step = manager.latest_step() if step is None else step
+    step = newest_whole_step(manager) if step is None else step
     if step is None:
-        raise FileNotFoundError(f"{manager.directory}: no checkpoint yet")
+        raise FileNotFoundError(f"{manager.directory}: no whole checkpoint (yet)")
     metadata = training_metadata(manager, step)
     manager.close()
     # Only params and batch_stats, as numpy: no optimiser state, no target

@@ -75,6 +75,8 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_run_resumes_before_it(
 
     corrupt, reason = CORRUPTIONS[corruption]
     corrupt(copy_of_run / "checkpoints" / "6")
+    # What eval, predict and init_from read of a workdir: its newest whole step.
+    assert checkpoints.load_training_variables(copy_of_run)[2] == 4
     loop.train_and_evaluate(conv3d_config(tiny_data_dir), copy_of_run)
     aside = copy_of_run / "checkpoints.corrupt" / "6"
     assert reason in (aside / "reason.txt").read_text()

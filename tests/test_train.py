@@ -199,38 +199,9 @@ def straight_run(tiny_data_dir, compile_cache, tmp_path_factory):
     return params_sha256(workdir, compile_cache)
 
 
-# One run killed (SIGKILL, by tests/kill_at.py) at each moment in turn, the same
-# command after each: mid-save (step 6's arrays in flight), halfway through a
-# metrics row, at the start of the step-20 eval, in the wait for the last save.
-# benchmarks/kill_anywhere.py kills at 20 random moments.
-KILLS = [("save", 3), ("metrics", 10), ("eval", 1), ("final-wait", 1)]
-
-
-def test_a_run_killed_at_four_moments_ends_as_if_never_killed(tiny_data_dir, compile_cache,
-                                                              tmp_path, straight_run):
-    """Bitwise the parameters of a run never interrupted, each step's row (and each
-    eval's) once in metrics.jsonl, and no killed run's lock outliving it."""
-    workdir = tmp_path / "killed"
-    kill_at = os.path.join(os.path.dirname(__file__), "kill_at.py")
-    for moment, n in KILLS:
-        result = subprocess.run(
-            [sys.executable, kill_at, moment, str(n), *train_args(workdir, tiny_data_dir,
-                                                                  *RESUMABLE)],
-            env=cli_env(compile_cache), capture_output=True, text=True, timeout=600)
-        assert result.returncode == -signal.SIGKILL, (moment, result.stderr[-3000:])
-    resumed = i3d_jax(train_args(workdir, tiny_data_dir, *RESUMABLE), compile_cache)
-    assert "resuming from step" in resumed.stderr
-    assert params_sha256(workdir, compile_cache) == straight_run
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 41))
-    assert [r["step"] for r in rows if r["kind"] == "eval"] == [20, 40]
-    assert not list((workdir / "checkpoints").glob("*tmp*"))  # what killed saves left: gone
-
-
-def test_sigterm_saves_at_the_next_step_and_exits_zero(tiny_data_dir, compile_cache, tmp_path,
-                                                       straight_run):
-    workdir = tmp_path / "preempted"
-    args = [sys.executable, "-m", "i3d_jax", *train_args(workdir, tiny_data_dir, *RESUMABLE)]
+def stop_with_sigterm_once_started(workdir, data_dir, compile_cache) -> str:
+    """The run launched and sent SIGTERM once set up (before any step); its log."""
+    args = [sys.executable, "-m", "i3d_jax", *train_args(workdir, data_dir, *RESUMABLE)]
     process = subprocess.Popen(args, env=cli_env(compile_cache), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     log = []
@@ -245,11 +216,41 @@ def test_sigterm_saves_at_the_next_step_and_exits_zero(tiny_data_dir, compile_ca
         process.wait(timeout=300)
     log = "".join(log)
     assert process.returncode == 0, log[-3000:]
+    return log
+
+
+# After the SIGTERM, the run is killed (SIGKILL, by tests/kill_at.py) at each moment
+# in turn, the same command after each: mid-save (step 6's arrays in flight),
+# halfway through a metrics row, at the start of the step-20 eval, in the wait for
+# the last save. benchmarks/kill_anywhere.py kills at 20 random moments.
+KILLS = [("save", 3), ("metrics", 10), ("eval", 1), ("final-wait", 1)]
+
+
+def test_a_run_stopped_by_sigterm_then_killed_at_four_moments_ends_as_if_never_stopped(
+        tiny_data_dir, compile_cache, tmp_path, straight_run):
+    """SIGTERM saves at the next step and exits 0; each SIGKILL loses nothing but the
+    steps since the last checkpoint. In the end: bitwise the parameters of a run never
+    interrupted, each step's row (and each eval's) once in metrics.jsonl, and no
+    killed run's lock outliving it."""
+    workdir = tmp_path / "interrupted"
+    log = stop_with_sigterm_once_started(workdir, tiny_data_dir, compile_cache)
     assert "SIGTERM: saved step 1" in log
     assert checkpoints.training_manager(workdir, read_only=True).all_steps() == [1]
+    kill_at = os.path.join(os.path.dirname(__file__), "kill_at.py")
+    for moment, n in KILLS:
+        result = subprocess.run(
+            [sys.executable, kill_at, moment, str(n), *train_args(workdir, tiny_data_dir,
+                                                                  *RESUMABLE)],
+            env=cli_env(compile_cache), capture_output=True, text=True, timeout=600)
+        assert result.returncode == -signal.SIGKILL, (moment, result.stderr[-3000:])
+        assert "resuming from step" in result.stderr
     resumed = i3d_jax(train_args(workdir, tiny_data_dir, *RESUMABLE), compile_cache)
-    assert "resuming from step 1" in resumed.stderr
+    assert "resuming from step" in resumed.stderr
     assert params_sha256(workdir, compile_cache) == straight_run
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 41))
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [20, 40]
+    assert not list((workdir / "checkpoints").glob("*tmp*"))  # what killed saves left: gone
 
 
 def test_a_second_run_on_a_live_workdir_is_refused(tmp_path):

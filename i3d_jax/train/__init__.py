@@ -14,6 +14,7 @@ One module a job:
 - `run.py`: set-up (mesh, dataset, model and kernels, evaluator) and the first state;
 - `init_from.py`: a new run's weights from elsewhere;
 - `workdir.py`: the lock, config.json and the metrics files;
+- `resume.py`: what a resume checks (the config's changes, whole checkpoints);
 - `loop.py`: the loop, resume and preemption.
 Evaluation lives in `i3d_jax.evaluation`, which knows nothing of this package.
 """

@@ -168,60 +168,6 @@ def _has_checkpoints(workdir: Path) -> bool:
 # Whole checkpoints
 
 
-def _json_problem(path: Path) -> str | None:
-    if not path.is_file():
-        return f"{path.name} is missing"
-    try:
-        json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return f"{path.name} is not valid JSON ({error})"
-    return None
-
-
-def step_problem(step_dir: Path) -> str | None:
-    """What makes a saved step not whole: no commit marker (Orbax writes them last),
-    an item folder or its JSON missing or broken, an empty file, an array that
-    does not read; None for a whole step. (Orbax keeps no checksum of array data:
-    a flipped bit inside a value goes unseen.)"""
-    if not (step_dir / "commit_success.txt").is_file():
-        return "no commit marker (commit_success.txt): its save never finished"
-    problem = _json_problem(step_dir / "_CHECKPOINT_METADATA")
-    if problem:
-        return problem
-    for item in ("state", "model"):
-        if not (step_dir / item / "commit_success.txt").is_file():
-            return f"item {item!r} has no commit marker"
-    for path in (step_dir / "state" / "_METADATA", step_dir / "model" / "metadata"):
-        problem = _json_problem(path)
-        if problem:
-            return f"{path.relative_to(step_dir)}: {problem}"
-    if not (step_dir / "state" / "manifest.ocdbt").is_file():
-        return "state/manifest.ocdbt is missing"
-    empty = sorted(str(p.relative_to(step_dir)) for p in step_dir.rglob("*")
-                   if p.is_file() and p.stat().st_size == 0)
-    if empty:
-        return f"empty file {empty[0]}"
-    return arrays_problem(step_dir / "state")
-
-
-def arrays_problem(state_dir: Path) -> str | None:
-    """Every byte of the state's arrays read once, straight from TensorStore's OCDBT
-    store (each value is a byte range of a data file: a file truncated fails its
-    read, a file gone reads empty). Quiet, where a failed read inside Orbax's restore prints a
-    traceback per pending read."""
-    import tensorstore as ts
-
-    try:
-        store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{state_dir}/"}).result()
-        for key in store.list().result():
-            # A value in a data file that is gone reads as no bytes, without error.
-            if not store.read(key).result().value:
-                return f"state unreadable: no bytes for {key.decode()} (a data file is missing)"
-    except Exception as error:  # TensorStore raises ValueError and its own kinds
-        return f"state unreadable: {str(error).splitlines()[0][:200]}"
-    return None
-
-
 def input_problem(step_dir: Path, iterator) -> str | None:
     """This process's input position, read again on its own: unreadable by TF's own
     checksums, or None (the restore failed for another reason)."""
@@ -277,7 +223,7 @@ def restore_newest_whole(run, iterator):
     manager, workdir = run.manager, Path(run.workdir)
     while (step := manager.latest_step()) is not None:
         step_dir = Path(manager.directory) / str(step)
-        problem = _agreed(step_problem(step_dir))
+        problem = _agreed(checkpoints.step_problem(step_dir))
         if problem is None:
             checkpoints.check_resumable(manager, step, run.metadata, workdir)
             try:

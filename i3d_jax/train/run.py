@@ -212,7 +212,7 @@ def load_run_for_eval(config, workdir, step: int | None = None):
     if not checkpoints.is_training_workdir(workdir):
         raise FileNotFoundError(f"{workdir} holds no training checkpoints (no checkpoints/)")
     run = setup(config, workdir)
-    step = run.manager.latest_step() if step is None else step
+    step = checkpoints.newest_whole_step(run.manager) if step is None else step
     if step is None or step not in run.manager.all_steps():
         raise FileNotFoundError(
             f"{run.manager.directory}: no checkpoint"
