@@ -141,6 +141,8 @@ def test_what_a_resume_compares(tmp_path):
     del saved["eval"]["num_crops"]  # a key a later version added
     saved["retired_key"] = 1  # one it removed
     (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert not compare_configs(config, tmp_path)  # no checkpoint: a new run, nothing to compare
+    (tmp_path / "checkpoints" / "2").mkdir(parents=True)
     changes = compare_configs(config, tmp_path)
     assert changes.accepted == {"eval.num_crops": (ABSENT, 1), "input.threads": (4, 0),
                                 "retired_key": (1, ABSENT)}

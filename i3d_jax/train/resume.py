@@ -122,14 +122,15 @@ def saved_config(workdir: Path) -> dict | None:
 
 def compare_configs(config, workdir: Path) -> ConfigChanges:
     """The config's differences from the one saved in `workdir/config.json` (empty
-    where nothing was saved). Refuses, naming each key with its old and new value,
+    where no checkpoint or no config was saved). Refuses, naming each key with its old and new value,
     a change to a key that would give the saved state another meaning, unless
     config.resume_with_changes."""
+    if not _has_checkpoints(workdir):
+        return ConfigChanges({}, {})  # nothing to resume: a new run of this config
     saved = saved_config(workdir)
     if saved is None:
-        if _has_checkpoints(workdir):
-            logging.warning("%s has checkpoints but no config.json: the config's changes "
-                            "since the saved run cannot be checked", workdir)
+        logging.warning("%s has checkpoints but no config.json: the config's changes "
+                        "since the saved run cannot be checked", workdir)
         return ConfigChanges({}, {})
     new = _flat(json.loads(config.to_json_best_effort(sort_keys=True)))
     old = _flat(saved)
