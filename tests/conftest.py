@@ -67,7 +67,7 @@ def reference_dir() -> Path:
 # reference data (`python -m pytest -m "not slow"` runs the rest in a few minutes).
 SLOW_MODULES = {"test_train", "test_multihost", "test_paper_configs", "test_packaging",
                 "test_torch_peers", "test_benchmark_torch_i3d", "test_flow_opencv",
-                "test_parity_pytorch_i3d", "test_resume_topology", "test_export"}
+                "test_parity_pytorch_i3d", "test_resume_topology", "test_export", "test_resume"}
 SLOW_FIXTURES = {"reference_dir", "cricket_rgb_u8", "cricket_flow_u8", "seeded_weights",
                  "compile_cache", "pretrained"}
 
