@@ -18,6 +18,7 @@ import pytest
 
 from i3d_jax import checkpoints
 from i3d_jax.configs import demo_config
+from test_cli import run_cli
 
 # The tiny dataset (32x32, 20 frames, 32 train / 16 test clips) and sizes to match.
 # 24x24 crops keep every convolution under the CPU kernels' ONEDNN_MIN_FLOPS (32x32 put the
@@ -102,7 +103,7 @@ def test_rerun_of_a_finished_run_trains_nothing(trained, tiny_data_dir, compile_
 
 
 def test_eval_json_and_predict_and_summary_from_a_workdir(trained, tiny_data_dir, compile_cache,
-                                                          tmp_path):
+                                                          tmp_path, capsys):
     workdir, _ = trained
     result = i3d_jax(["eval", "--workdir", str(workdir), "--json"], compile_cache)
     record = json.loads(result.stdout.strip().splitlines()[-1])
@@ -126,16 +127,20 @@ def test_eval_json_and_predict_and_summary_from_a_workdir(trained, tiny_data_dir
     step2 = i3d_jax(["eval", "--workdir", str(workdir), "--step", "2", "--json"], compile_cache)
     assert json.loads(step2.stdout.strip().splitlines()[-1])["step"] == 2
 
-    summary = json.loads(i3d_jax(["summary", "--checkpoint", str(workdir), "--json"],
-                                 compile_cache).stdout.strip().splitlines()[-1])
+    # summary and predict in process (a process start each saved; the command line's
+    # own parsing and printing are the same code).
+    code, out, _ = run_cli(["summary", "--checkpoint", str(workdir), "--json"], capsys)
+    assert code == 0
+    summary = json.loads(out.strip().splitlines()[-1])
     assert summary["arch"] == "i3d" and summary["step"] == 4 and summary["params"] > 0
     assert summary["params_sha256"] == params_sha256(workdir)
 
     clip = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     np.save(tmp_path / "clip.npy", clip)
-    out = i3d_jax(["predict", str(tmp_path / "clip.npy"), "--checkpoint", str(workdir),
-                   "--json", "--top-k", "3"], compile_cache)
-    prediction = json.loads(out.stdout.strip().splitlines()[-1])
+    code, out, _ = run_cli(["predict", str(tmp_path / "clip.npy"), "--checkpoint", str(workdir),
+                            "--json", "--top-k", "3"], capsys)
+    assert code == 0
+    prediction = json.loads(out.strip().splitlines()[-1])
     assert len(prediction["logits"]) == 8  # the dataset's 8 classes
     assert prediction["top_k"][0]["label"] in {"up_slow", "up_fast", "down_slow", "down_fast",
                                                "sideways_slow", "sideways_fast", "rotate_slow",
