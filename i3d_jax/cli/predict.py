@@ -143,6 +143,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_features(args) -> int:
+    if args.out_dir:
+        return _features_for_a_dataset(args)
     out = Path(args.out)
     if out.suffix not in (".npy", ".npz"):
         raise ValueError(f"--out {out} must end in .npy or .npz")
@@ -165,6 +167,28 @@ def cmd_features(args) -> int:
     return 1 if args.failures else 0
 
 
+def _features_for_a_dataset(args) -> int:
+    from i3d_jax.features import FAILURES, WindowFeatures, extract_dataset
+    from i3d_jax.inference import weights_name
+
+    if args.frames is not None:
+        raise ValueError("--frames is for --out; with --out-dir every frame is used, in windows")
+    if not args.fps > 0:
+        raise ValueError(f"--fps must be positive, got {args.fps}")
+    loaded = _load(args)
+    features = WindowFeatures(loaded, args.endpoint, batch_size=args.batch_size,
+                              kernels=args.kernels, dtype=_dtype(args))
+    summary = extract_dataset(
+        args.videos, args.out_dir, features, stack=args.stack, step=args.step or args.stack,
+        crops=args.crops, fps=args.fps, overwrite=args.overwrite, crop_size=args.crop_size,
+        weights=weights_name(args.weights, args.checkpoint))
+    print(f"i3d-jax features: {summary.done} done, {summary.skipped} skipped (already done), "
+          f"{len(summary.failed)} failed"
+          + (f" (listed in {Path(args.out_dir) / FAILURES})" if summary.failed else ""),
+          file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
 VIDEOS_HELP = ("video files (mp4, avi, mkv, webm, gif, mov, m4v), or .npy clips "
                "[T, H, W, C] already in network range")
 
@@ -178,10 +202,34 @@ def register(subparsers):
                          help='one JSON object per video per line: {"path", "logits", "top_k"}')
     predict.set_defaults(func=cmd_predict)
 
-    features = subparsers.add_parser("features", help="I3D features (any endpoint) of each video")
-    features.add_argument("videos", nargs="+", help=VIDEOS_HELP)
-    features.add_argument("--out", required=True,
-                          help=".npy for one video, .npz keyed by path for several")
+    features = subparsers.add_parser(
+        "features", help="I3D features (any endpoint) of each video, whole or in windows")
+    features.add_argument("videos", nargs="+",
+                          help=VIDEOS_HELP + "; with --out-dir also folders (searched "
+                               "recursively) and @list.txt (one path a line)")
+    where = features.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="each whole video at once: .npy for one video, .npz keyed "
+                                     "by path for several")
+    where.add_argument("--out-dir", help="one DIR/<path relative to its input>.npz per video: "
+                                         "the stream's features [windows, crops, D], timestamps "
+                                         "[windows, 2] (first and last frame, s), and how they "
+                                         "were made; existing files are skipped")
+    features.add_argument("--stack", type=positive_int, default=64,
+                          help="--out-dir: frames per window (default 64)")
+    features.add_argument("--step", type=positive_int, default=None,
+                          help="--out-dir: frames between window starts (default: --stack)")
+    features.add_argument("--fps", type=float, default=25.0,
+                          help="--out-dir: resample videos to this rate (default 25, DeepMind's)"
+                               "; .npy inputs are taken as frames at this rate")
+    features.add_argument("--crops", type=int, choices=(1, 3, 10), default=1,
+                          help="--out-dir: 1 centre, 3 along the long side, 10 (corners and "
+                               "centre, each flipped)")
+    features.add_argument("--crop-size", type=positive_int, default=224,
+                          help="--out-dir: crop side in pixels (default 224)")
+    features.add_argument("--batch-size", type=positive_int, default=8,
+                          help="--out-dir: views per batch, split over every local device")
+    features.add_argument("--overwrite", action="store_true",
+                          help="--out-dir: redo videos whose file exists")
     features.add_argument("--endpoint", default="AvgPool",
                           help="endpoint to extract (default AvgPool: [T', 1024] after Mixed_5c)")
     _weights_arguments(features)

@@ -1,0 +1,232 @@
+"""I3D features for a whole dataset: windows of `stack` frames every `step`
+frames, each seen as 1, 3 or 10 crops, one `.npz` per video.
+
+A window's features are the endpoint's output on exactly that window's frames,
+averaged over the time the endpoint leaves (AvgPool: [T', 1024] -> [1024]), as
+video_features and the I3D feature releases give them. Each output file is
+written whole or not at all; a rerun skips the videos whose file exists, so a
+killed run resumes where it was.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from i3d_jax.atomic_file import write_atomically
+from i3d_jax.video import CROP_SIZE, VIDEO_SUFFIXES
+
+CROP_CHOICES = (1, 3, 10)
+FAILURES = "failures.txt"
+
+
+def window_starts(num_frames: int, stack: int, step: int) -> list[int]:
+    """Windows start at 0, step, 2 step, ... while they fit whole; a video shorter
+    than one stack is one window of all its frames."""
+    if num_frames < 1 or stack < 1 or step < 1:
+        raise ValueError(f"num_frames, stack and step must be positive, got {num_frames}, "
+                         f"{stack}, {step}")
+    if num_frames <= stack:
+        return [0]
+    return list(range(0, num_frames - stack + 1, step))
+
+
+def window_timestamps(starts, length: int, fps: float) -> np.ndarray:
+    """[windows, 2]: each window's first and last frame time in seconds."""
+    starts = np.asarray(starts, np.float64)
+    return np.stack([starts / fps, (starts + length - 1) / fps], axis=1)
+
+
+def crop_views(frames: np.ndarray, size: int, crops: int) -> np.ndarray:
+    """[crops, T, size, size, C] of frames [T, H, W, C]: 1, the centre; 3, the
+    start, centre and end of the long side; 10, the four corners and the centre,
+    each also flipped left to right (the ten-crop convention of anomaly detection)."""
+    if crops not in CROP_CHOICES:
+        raise ValueError(f"crops must be one of {CROP_CHOICES}, got {crops}")
+    _, h, w, _ = frames.shape
+    if h < size or w < size:
+        raise ValueError(f"cannot crop {size}x{size} from frames of {h}x{w}")
+    top, left = (h - size) // 2, (w - size) // 2
+    if crops == 1:
+        corners = [(top, left)]
+    elif crops == 3:
+        corners = ([(top, 0), (top, left), (top, w - size)] if w >= h
+                   else [(0, left), (top, left), (h - size, left)])
+    else:
+        corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left)]
+    views = [frames[:, y:y + size, x:x + size] for y, x in corners]
+    if crops == 10:
+        views += [v[:, :, ::-1] for v in views]
+    return np.stack(views)
+
+
+def expand_inputs(inputs) -> list[tuple[Path, Path]]:
+    """(file, the root its output path is relative to) for each video or .npy named
+    by `inputs`: files, folders searched recursively, `@list.txt` (one path a line)."""
+    suffixes = set(VIDEO_SUFFIXES) | {".npy"}
+    found = []
+    for item in inputs:
+        if str(item).startswith("@"):
+            listing = Path(str(item)[1:])
+            if not listing.is_file():
+                raise FileNotFoundError(f"{listing}: no such list file")
+            lines = [line.strip() for line in listing.read_text().splitlines()]
+            found += expand_inputs([line for line in lines if line and not line.startswith("#")])
+            continue
+        path = Path(item)
+        if path.is_dir():
+            found += [(p, path) for p in sorted(path.rglob("*"))
+                      if p.is_file() and p.suffix.lower() in suffixes]
+        elif path.is_file():
+            found.append((path, path.parent))
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return found
+
+
+def output_path(out_dir: Path, path: Path, root: Path) -> Path:
+    return Path(out_dir) / path.relative_to(root).with_suffix(".npz")
+
+
+def params_sha256(variables) -> str:
+    from i3d_jax.models.stats import params_sha256 as sha256
+
+    return sha256(variables["params"])
+
+
+@dataclass
+class WindowFeatures:
+    """Runs an endpoint on batches of views, over every local device."""
+
+    loaded: object  # i3d_jax.inference.LoadedModel
+    endpoint: str
+    batch_size: int = 8
+    kernels: str = "auto"
+    dtype: object = None
+    _run: object = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        import jax
+        import jax.numpy as jnp
+
+        from i3d_jax import sharding
+
+        model = self.loaded.metadata.build_model(
+            final_endpoint=self.endpoint, dtype=self.dtype or jnp.float32, kernels=self.kernels)
+        self._mesh = sharding.make_mesh(-1, 1, jax.local_devices())
+        self._devices = self._mesh.devices.size
+        self._batch = -(-self.batch_size // self._devices) * self._devices
+        self._variables = jax.device_put(self.loaded.variables)
+        self._sharding = jax.sharding.NamedSharding(
+            self._mesh, jax.sharding.PartitionSpec(self._mesh.axis_names))
+
+        @jax.jit
+        def run(variables, clips):
+            out = model.apply(variables, clips, train=False).astype(jnp.float32)
+            # Whatever time the endpoint leaves, averaged: one vector a view.
+            return out.reshape(out.shape[0], -1, out.shape[-1]).mean(axis=1) if out.ndim > 2 \
+                else out
+
+        self._run = run
+
+    def __call__(self, views: np.ndarray) -> np.ndarray:
+        """[N, D] for views [N, T, H, W, C], in batches padded to a multiple of the
+        devices (one compile per window length)."""
+        import jax
+
+        outputs = []
+        for first in range(0, len(views), self._batch):
+            part = views[first:first + self._batch]
+            padded = np.zeros((self._batch, *part.shape[1:]), np.float32)
+            padded[:len(part)] = part
+            placed = jax.device_put(padded, self._sharding)
+            outputs.append(np.asarray(self._run(self._variables, placed))[:len(part)])
+        return np.concatenate(outputs)
+
+
+def video_features(frames: np.ndarray, features: WindowFeatures, *, stack: int, step: int,
+                   crops: int, crop_size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """([windows, crops, D], window starts) of frames [T, H, W, C] in network range."""
+    starts = window_starts(len(frames), stack, step)
+    views = np.concatenate([crop_views(frames[s:s + stack], crop_size, crops) for s in starts])
+    out = features(views)
+    return out.reshape(len(starts), crops, -1), np.asarray(starts)
+
+
+def load_network_frames(path: Path, fps: float, in_channels: int) -> np.ndarray:
+    """Frames [T, H, W, C] in network range: a video decoded at `fps`, short side
+    256, RGB to [-1, 1]; an .npy as it is (frames already at `fps`, in range)."""
+    from i3d_jax.video import (
+        RESIZE_SHORT_SIDE, _load_npy, decode_video, resize_short_side, to_network_range)
+
+    if path.suffix == ".npy":
+        frames = _load_npy(path)
+        if frames.ndim != 4 or frames.shape[-1] != in_channels:
+            raise ValueError(f"{path}: expected an array [T, H, W, {in_channels}], "
+                             f"got shape {frames.shape}")
+        return frames.astype(np.float32)
+    if in_channels != 3:
+        raise ValueError(f"{path}: the rgb stream's weights take 3 channels, not {in_channels}")
+    video, _ = decode_video(path, fps=fps)
+    return to_network_range(resize_short_side(video, RESIZE_SHORT_SIDE))
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    skipped: int = 0
+    failed: list = field(default_factory=list)
+
+
+def extract_dataset(inputs, out_dir, features: WindowFeatures, *, stack: int, step: int,
+                    crops: int, fps: float, overwrite: bool = False, weights: str = "",
+                    crop_size: int = CROP_SIZE, process_index: int = 0,
+                    process_count: int = 1) -> Summary:
+    """One `.npz` per video under `out_dir` (see the module's docstring); this
+    process takes every `process_count`-th video from the `process_index`-th."""
+    from tqdm import tqdm
+
+    from i3d_jax.video import VideoDecodeError
+
+    out_dir = Path(out_dir)
+    videos = expand_inputs(inputs)[process_index::process_count]
+    if not videos:
+        raise FileNotFoundError(f"no video or .npy among {', '.join(map(str, inputs))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    in_channels = features.loaded.metadata.in_channels
+    stream = features.loaded.metadata.stream
+    sha = params_sha256(features.loaded.variables)
+    summary = Summary()
+    progress = tqdm(videos, unit="video", file=sys.stderr, dynamic_ncols=True)
+    for path, root in progress:
+        target = output_path(out_dir, path, root)
+        if target.exists() and not overwrite:
+            summary.skipped += 1
+            continue
+        try:
+            frames = load_network_frames(path, fps, in_channels)
+            out, starts = video_features(frames, features, stack=stack, step=step, crops=crops,
+                                         crop_size=crop_size)
+        except (VideoDecodeError, ValueError, OSError) as error:
+            progress.write(f"i3d-jax features: skipping {path}: {error}")
+            summary.failed.append(f"{path}\t{error}")
+            continue
+        length = min(stack, len(frames))
+        record = {stream: out, "timestamps": window_timestamps(starts, length, fps),
+                  "fps": np.float64(fps), "num_frames": np.int64(len(frames)),
+                  "stack": np.int64(stack), "step": np.int64(step), "crops": np.int64(crops),
+                  "endpoint": np.str_(features.endpoint), "weights": np.str_(weights),
+                  "params_sha256": np.str_(sha)}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, lambda f: np.savez(f, **record))
+        summary.done += 1
+    progress.close()
+    failures = out_dir / FAILURES
+    if summary.failed:
+        text = "".join(line + "\n" for line in summary.failed)
+        write_atomically(failures, lambda f: f.write(text.encode()))
+    elif failures.exists():
+        failures.unlink()  # every video of this run has its file now
+    return summary

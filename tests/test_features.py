@@ -1,0 +1,103 @@
+"""`i3d-jax features --out-dir`: windows, crops and one file per video
+(i3d_jax/features.py), in process with a tiny I3D on 8 fake devices."""
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from i3d_jax.checkpoints import ModelMetadata, save_pretrained
+from i3d_jax.features import crop_views, window_starts, window_timestamps
+from i3d_jax.models import InceptionI3d
+from test_cli import run_cli
+from variables_for_tests import random_variables
+
+
+def test_windows_start_every_step_while_they_fit_whole():
+    assert window_starts(21, 8, 6) == [0, 6, 12]  # 18 + 8 > 21: no fourth
+    assert window_starts(20, 8, 6) == [0, 6, 12]
+    assert window_starts(9, 4, 2) == [0, 2, 4]
+    assert window_starts(16, 8, 8) == [0, 8]
+    assert window_starts(5, 8, 8) == [0]  # shorter than a stack: one window of all
+    np.testing.assert_allclose(window_timestamps([0, 6], 8, 25.0), [[0, 0.28], [0.24, 0.52]])
+    with pytest.raises(ValueError, match="positive"):
+        window_starts(10, 0, 1)
+
+
+def test_ten_crops_are_the_corners_and_centre_each_flipped():
+    frames = np.arange(2 * 6 * 8 * 1, dtype=np.float32).reshape(2, 6, 8, 1)
+    views = crop_views(frames, 4, 10)
+    assert views.shape == (10, 2, 4, 4, 1)
+    np.testing.assert_array_equal(views[0], frames[:, :4, :4])  # top left
+    np.testing.assert_array_equal(views[3], frames[:, 2:, 4:])  # bottom right
+    np.testing.assert_array_equal(views[4], frames[:, 1:5, 2:6])  # centre
+    np.testing.assert_array_equal(views[5:], views[:5, :, :, ::-1])  # flipped
+    three = crop_views(frames, 4, 3)  # along the long side (width)
+    np.testing.assert_array_equal(three[0], frames[:, 1:5, :4])
+    np.testing.assert_array_equal(three[2], frames[:, 1:5, 4:])
+
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    model = InceptionI3d(num_classes=5, width_multiplier=0.125)
+    variables = random_variables(jax.eval_shape(  # no compile of the init
+        lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 8, SIZE, SIZE, 3), np.float32),
+                           train=False)))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_pretrained(path, dict(variables),
+                    ModelMetadata(num_classes=5, width_multiplier=0.125))
+    return path, model, variables
+
+
+def test_features_for_a_dataset(tiny_checkpoint, tmp_path, capsys):
+    """Each window's features are the model's on exactly that window's frames; the
+    windows follow the rules; a rerun skips what is done; a bad file is listed."""
+    path, model, variables = tiny_checkpoint
+    data = tmp_path / "videos"
+    (data / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    long = rng.uniform(-1, 1, (21, SIZE, SIZE + 8, 3)).astype(np.float32)  # odd count, wide
+    short = rng.uniform(-1, 1, (5, SIZE, SIZE, 3)).astype(np.float32)
+    np.save(data / "sub" / "long.npy", long)
+    np.save(data / "short.npy", short)
+    (data / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "features"
+    args = ["features", str(data), "--out-dir", str(out), "--checkpoint", str(path),
+            "--stack", "8", "--step", "6", "--crops", "3", "--crop-size", str(SIZE)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 1 and "2 done, 0 skipped (already done), 1 failed" in err
+    assert "broken.mp4" in (out / "failures.txt").read_text()
+
+    @jax.jit
+    def avg_pool(window):
+        return model.apply(variables, window[None], train=False, return_endpoints=True)[1][
+            "AvgPool"][0]
+
+    def expected(window):  # AvgPool [T', 1024] averaged over time, as one clip alone
+        return np.asarray(avg_pool(window)).mean(axis=0)
+
+    with np.load(out / "sub" / "long.npz") as saved:
+        assert saved["rgb"].shape == (3, 3, 128)  # windows at 0, 6, 12; 3 crops
+        np.testing.assert_allclose(saved["timestamps"], [[0, 0.28], [0.24, 0.52], [0.48, 0.76]])
+        assert (int(saved["num_frames"]), int(saved["stack"]), int(saved["step"])) == (21, 8, 6)
+        assert str(saved["endpoint"]) == "AvgPool" and len(str(saved["params_sha256"])) == 64
+        for w, start in enumerate((0, 6, 12)):
+            views = crop_views(long[start:start + 8], SIZE, 3)
+            for c in range(3):
+                np.testing.assert_allclose(saved["rgb"][w, c], expected(views[c]), atol=1e-5)
+    with np.load(out / "short.npz") as saved:
+        assert saved["rgb"].shape == (1, 3, 128)
+        np.testing.assert_allclose(saved["timestamps"], [[0, 0.16]])
+        np.testing.assert_allclose(saved["rgb"][0, 1], expected(short), atol=1e-5)
+
+    written = os.stat(out / "short.npz").st_mtime_ns
+    code, _, err = run_cli(args, capsys)  # a rerun (a killed run resumed) skips what is done
+    assert code == 1 and "0 done, 2 skipped" in err
+    assert os.stat(out / "short.npz").st_mtime_ns == written
+    (data / "broken.mp4").unlink()
+    code, _, err = run_cli([*args, "--overwrite"], capsys)
+    assert code == 0 and "2 done" in err and not (out / "failures.txt").exists()
+    assert not list(out.rglob(".*"))  # no temporary file left
