@@ -173,7 +173,9 @@ def load_network_frames(path: Path, fps: float, in_channels: int) -> np.ndarray:
                              f"got shape {frames.shape}")
         return frames.astype(np.float32)
     if in_channels != 3:
-        raise ValueError(f"{path}: the rgb stream's weights take 3 channels, not {in_channels}")
+        raise ValueError(f"{path}: these weights take {in_channels}-channel flow, and flow "
+                         "from a video file is not computed here yet: give its flow as an "
+                         ".npy [T, H, W, 2] in [-1, 1]")
     video, _ = decode_video(path, fps=fps)
     return to_network_range(resize_short_side(video, RESIZE_SHORT_SIDE))
 
