@@ -5,12 +5,12 @@ A window's features are the endpoint's output on exactly that window's frames,
 averaged over the time the endpoint leaves (AvgPool: [T', 1024] -> [1024]), as
 video_features and the I3D feature releases give them. Each output file is
 written whole or not at all; a rerun skips the videos whose file exists, so a
-killed run resumes where it was.
+killed run resumes where it was. A video is read in consecutive segments, so its
+length does not decide the memory a run needs.
 """
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,37 +147,123 @@ class WindowFeatures:
         return np.concatenate(outputs)
 
 
-def video_features(frames: np.ndarray, features: WindowFeatures, *, stack: int, step: int,
-                   crops: int, crop_size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """([windows, crops, D], window starts) of frames [T, H, W, C] in network range."""
-    starts = window_starts(len(frames), stack, step)
-    # A batch's worth of windows at a time: the views of a whole video would hold
-    # crops x stack frames per window (90 GB for 10 minutes in 10 crops).
-    per_batch = max(1, features.batch_size // crops)
-    out = [features(np.concatenate([crop_views(frames[s:s + stack], crop_size, crops)
-                                    for s in starts[first:first + per_batch]]))
-           for first in range(0, len(starts), per_batch)]
-    return np.concatenate(out).reshape(len(starts), crops, -1), np.asarray(starts)
+# Frames decoded at a time: 10 s at 25 fps, about 0.26 GB in float32 at 256x340.
+# With the window being filled and the next chunk decoded meanwhile, a video of any
+# length holds about three chunks.
+CHUNK_FRAMES = 250
 
 
-def load_network_frames(path: Path, fps: float, in_channels: int) -> np.ndarray:
-    """Frames [T, H, W, C] in network range: a video decoded at `fps`, short side
-    256, RGB to [-1, 1]; an .npy as it is (frames already at `fps`, in range)."""
+def frame_chunks(path: Path, fps: float, in_channels: int, chunk_frames: int = CHUNK_FRAMES):
+    """A video's frames in network range, `chunk_frames` at a time: a video decoded
+    at `fps` in consecutive segments (short side 256, RGB to [-1, 1]); an .npy read
+    through a memory map (frames already at `fps`, in range)."""
     from i3d_jax.video import (
-        RESIZE_SHORT_SIDE, _load_npy, decode_video, resize_short_side, to_network_range)
+        RESIZE_SHORT_SIDE, SegmentAfterEndError, VideoDecodeError, _load_npy, decode_video,
+        resize_short_side, to_network_range)
 
     if path.suffix == ".npy":
-        frames = _load_npy(path)
+        frames = _load_npy(path, mmap=True)
         if frames.ndim != 4 or frames.shape[-1] != in_channels:
             raise ValueError(f"{path}: expected an array [T, H, W, {in_channels}], "
                              f"got shape {frames.shape}")
-        return frames.astype(np.float32)
+        for first in range(0, len(frames), chunk_frames):
+            yield np.asarray(frames[first:first + chunk_frames], np.float32)
+        return
     if in_channels != 3:
         raise ValueError(f"{path}: these weights take {in_channels}-channel flow, and flow "
                          "from a video file is not computed here yet: give its flow as an "
                          ".npy [T, H, W, 2] in [-1, 1]")
-    video, _ = decode_video(path, fps=fps)
-    return to_network_range(resize_short_side(video, RESIZE_SHORT_SIDE))
+    first = 0
+    while True:
+        try:
+            video, _ = decode_video(path, fps=fps, start=first / fps,
+                                    end=(first + chunk_frames) / fps)
+        except SegmentAfterEndError:
+            if first == 0:
+                raise
+            return  # the previous segment ended exactly at the video's end
+        except VideoDecodeError:
+            if first:
+                raise
+            # Frames without time stamps cannot be cut into segments: whole, then.
+            video, _ = decode_video(path, fps=fps)
+            chunk_frames = len(video) + 1
+        yield to_network_range(resize_short_side(video, RESIZE_SHORT_SIDE))
+        if len(video) < chunk_frames:
+            return
+        first += chunk_frames
+
+
+def stream_windows(chunks, stack: int, step: int, counted: dict):
+    """(start, frames of the window) as `window_starts` places them, from consecutive
+    chunks of frames, holding no more than a chunk and a window; `counted["frames"]`
+    is the video's length once the stream ends."""
+    buffer, first, start, total = None, 0, 0, 0
+    for chunk in chunks:
+        buffer = chunk if buffer is None else np.concatenate([buffer, chunk])
+        total += len(chunk)
+        while start + stack <= total:
+            yield start, buffer[start - first:start - first + stack]
+            start += step
+        # Keep only frames a later window can use (those from `start` on).
+        drop = min(start - first, len(buffer))
+        if drop > 0:
+            buffer, first = buffer[drop:], first + drop
+    counted["frames"] = total
+    if 0 < total < stack:  # shorter than a stack: one window of all its frames
+        yield 0, buffer
+
+
+def video_features(chunks, features: WindowFeatures, *, stack: int, step: int, crops: int,
+                   crop_size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray, int]:
+    """([windows, crops, D], window starts, frames) of a video given as consecutive
+    chunks of frames [T, H, W, C] in network range (an array is one chunk)."""
+    if isinstance(chunks, np.ndarray):
+        chunks = [chunks]
+    counted = {}
+    # A batch's worth of windows at a time: the views of a whole video would hold
+    # crops x stack frames per window (90 GB for 10 minutes in 10 crops).
+    per_batch = max(1, features.batch_size // crops)
+    starts, out, views = [], [], []
+    for start, window in stream_windows(chunks, stack, step, counted):
+        starts.append(start)
+        views.append(crop_views(window, crop_size, crops))
+        if len(views) == per_batch:
+            out.append(features(np.concatenate(views)))
+            views = []
+    if views:
+        out.append(features(np.concatenate(views)))
+    if not starts:
+        raise ValueError("no frames")
+    return (np.concatenate(out).reshape(len(starts), crops, -1), np.asarray(starts),
+            counted["frames"])
+
+
+def prefetched(iterable):
+    """`iterable` produced one item ahead in a thread (its errors raised here), so
+    decoding the next chunk overlaps computing on this one."""
+    import queue
+    import threading
+
+    items = queue.Queue(maxsize=1)
+    done = object()
+
+    def produce():
+        try:
+            for item in iterable:
+                items.put((item, None))
+        except BaseException as error:  # handed to the consumer
+            items.put((None, error))
+        items.put((done, None))
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item, error = items.get()
+        if error is not None:
+            raise error
+        if item is done:
+            return
+        yield item
 
 
 @dataclass
@@ -191,7 +277,7 @@ class Summary:
 def extract_dataset(inputs, out_dir, features: WindowFeatures, *, stack: int, step: int,
                     crops: int, fps: float, overwrite: bool = False, weights: str = "",
                     crop_size: int = CROP_SIZE, process_index: int = 0,
-                    process_count: int = 1) -> Summary:
+                    process_count: int = 1, chunk_frames: int = CHUNK_FRAMES) -> Summary:
     """One `.npz` per video under `out_dir` (see the module's docstring); this
     process takes every `process_count`-th video from the `process_index`-th."""
     from tqdm import tqdm
@@ -218,35 +304,27 @@ def extract_dataset(inputs, out_dir, features: WindowFeatures, *, stack: int, st
         print(f"i3d-jax features: {summary.skipped} of {len(videos)} videos already done "
               "(their files exist; --overwrite redoes them)", file=sys.stderr)
 
-    def load(path):
-        return load_network_frames(path, fps, in_channels)
-
     progress = tqdm(total=len(todo), unit="video", file=sys.stderr, dynamic_ncols=True)
-    # The next video is decoded in a thread while this one runs on the devices.
-    with ThreadPoolExecutor(max_workers=1) as decoder:
-        upcoming = decoder.submit(load, todo[0][0]) if todo else None
-        for index, (path, target) in enumerate(todo):
-            decoding, upcoming = upcoming, (
-                decoder.submit(load, todo[index + 1][0]) if index + 1 < len(todo) else None)
-            try:
-                frames = decoding.result()
-                out, starts = video_features(frames, features, stack=stack, step=step,
-                                             crops=crops, crop_size=crop_size)
-            except (VideoDecodeError, ValueError, OSError) as error:
-                progress.write(f"i3d-jax features: skipping {path}: {error}")
-                summary.failed.append(f"{path}\t{error}")
-                progress.update()
-                continue
-            length = min(stack, len(frames))
-            record = {stream: out, "timestamps": window_timestamps(starts, length, fps),
-                      "fps": np.float64(fps), "num_frames": np.int64(len(frames)),
-                      "stack": np.int64(stack), "step": np.int64(step),
-                      "crops": np.int64(crops), "endpoint": np.str_(features.endpoint),
-                      "weights": np.str_(weights), "params_sha256": np.str_(sha)}
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(target, lambda f: np.savez(f, **record))
-            summary.done += 1
+    for path, target in todo:
+        try:
+            out, starts, num_frames = video_features(
+                prefetched(frame_chunks(path, fps, in_channels, chunk_frames)), features,
+                stack=stack, step=step, crops=crops, crop_size=crop_size)
+        except (VideoDecodeError, ValueError, OSError) as error:
+            progress.write(f"i3d-jax features: skipping {path}: {error}")
+            summary.failed.append(f"{path}\t{error}")
             progress.update()
+            continue
+        length = min(stack, num_frames)
+        record = {stream: out, "timestamps": window_timestamps(starts, length, fps),
+                  "fps": np.float64(fps), "num_frames": np.int64(num_frames),
+                  "stack": np.int64(stack), "step": np.int64(step),
+                  "crops": np.int64(crops), "endpoint": np.str_(features.endpoint),
+                  "weights": np.str_(weights), "params_sha256": np.str_(sha)}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, lambda f: np.savez(f, **record))
+        summary.done += 1
+        progress.update()
     progress.close()
     # Each host lists its own failures: several writers, several files.
     failures = out_dir / (FAILURES if process_count == 1

@@ -23,6 +23,11 @@ class VideoDecodeError(ValueError):
     """A video that cannot be read, named with its path."""
 
 
+class SegmentAfterEndError(VideoDecodeError):
+    """A segment that starts at or after the video's end (what a reader of a video in
+    consecutive segments meets once it has read it all)."""
+
+
 def decode_video(
     path: str | Path,
     fps: float | None = TARGET_FPS,
@@ -77,7 +82,8 @@ def decode_video(
     except Exception as e:  # av.error.InvalidDataError and friends
         raise VideoDecodeError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from None
     if not frames:
-        raise VideoDecodeError(f"{path}: no frames could be decoded in [{start}, {end}) s")
+        error = SegmentAfterEndError if start > 0 else VideoDecodeError
+        raise error(f"{path}: no frames could be decoded in [{start}, {end}) s")
     video = np.stack(frames)
     if any(t is None for t in times):
         if not source_fps:
@@ -133,10 +139,17 @@ def _resample(path, video, times, source_fps, fps, start, end):
     if end is not None:
         shown_until = min(shown_until, end)
     if shown_until <= start:
-        raise VideoDecodeError(
+        raise SegmentAfterEndError(
             f"{path}: the video ends at {times[-1]:.2f} s, before the segment [{start}, {end}) s"
         )
-    count = max(1, int(math.floor((shown_until - start) * fps + 1e-6)))
+    count = int(math.floor((shown_until - start) * fps + 1e-6))
+    if count < 1 and start > 0:
+        # No output time falls in what is left: the segment starts at the end (a
+        # reader of consecutive segments is done), as a whole decode would count.
+        raise SegmentAfterEndError(
+            f"{path}: the video ends at {shown_until:.3f} s, before an output frame of "
+            f"the segment [{start}, {end}) s")
+    count = max(1, count)
     wanted = start + np.arange(count) / fps
     index = np.searchsorted(times, wanted + 1e-6, side="right") - 1
     return video[np.clip(index, 0, len(video) - 1)]

@@ -130,3 +130,32 @@ def test_several_hosts_split_the_videos_between_them(tiny_checkpoint, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "a.npz", "b.npz", "c.npz", "failures.process_1.txt"]
     assert "d.mp4" in (out / "failures.process_1.txt").read_text()
+
+
+def test_windows_from_chunks_are_the_windows_of_the_whole():
+    """Any chunking gives the windows `window_starts` places, with their frames."""
+    from i3d_jax.features import stream_windows
+
+    for total, stack, step, chunk in [(21, 8, 6, 4), (21, 8, 6, 1), (25, 8, 11, 3),
+                                      (16, 8, 8, 5), (5, 8, 8, 2), (8, 8, 3, 7)]:
+        frames = np.arange(total, dtype=np.float32)[:, None, None, None]
+        chunks = [frames[i:i + chunk] for i in range(0, total, chunk)]
+        counted = {}
+        got = list(stream_windows(chunks, stack, step, counted))
+        assert [s for s, _ in got] == window_starts(total, stack, step), (total, stack, step)
+        for start, window in got:
+            np.testing.assert_array_equal(window, frames[start:start + stack])
+        assert counted["frames"] == total
+
+
+def test_a_video_read_in_segments_is_the_video_read_whole(tmp_path):
+    """Consecutive segments of a 30 fps video resampled to 25 fps are its frames."""
+    from i3d_jax.features import frame_chunks
+
+    video = tmp_path / "thirty.mp4"
+    write_video(video, num_frames=45, fps=30)  # 1.5 s: 37 frames at 25 fps
+    whole = np.concatenate(list(frame_chunks(video, 25.0, 3, chunk_frames=1000)))
+    assert len(whole) == 37
+    for chunk_frames in (7, 37):  # 37: a last segment starting exactly at the end
+        chunks = list(frame_chunks(video, 25.0, 3, chunk_frames=chunk_frames))
+        np.testing.assert_array_equal(np.concatenate(chunks), whole)
