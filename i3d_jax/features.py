@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from i3d_jax.atomic_file import write_atomically
+from i3d_jax.models.stats import params_sha256
 from i3d_jax.video import CROP_SIZE, VIDEO_SUFFIXES
 
 CROP_CHOICES = (1, 3, 10)
@@ -89,12 +90,6 @@ def expand_inputs(inputs) -> list[tuple[Path, Path]]:
 
 def output_path(out_dir: Path, path: Path, root: Path) -> Path:
     return Path(out_dir) / path.relative_to(root).with_suffix(".npz")
-
-
-def params_sha256(variables) -> str:
-    from i3d_jax.models.stats import params_sha256 as sha256
-
-    return sha256(variables["params"])
 
 
 @dataclass
@@ -187,7 +182,8 @@ def frame_chunks(path: Path, fps: float, in_channels: int, chunk_frames: int = C
                 raise
             # Frames without time stamps cannot be cut into segments: whole, then.
             video, _ = decode_video(path, fps=fps)
-            chunk_frames = len(video) + 1
+            yield to_network_range(resize_short_side(video, RESIZE_SHORT_SIDE))
+            return
         yield to_network_range(resize_short_side(video, RESIZE_SHORT_SIDE))
         if len(video) < chunk_frames:
             return
@@ -217,9 +213,7 @@ def stream_windows(chunks, stack: int, step: int, counted: dict):
 def video_features(chunks, features: WindowFeatures, *, stack: int, step: int, crops: int,
                    crop_size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray, int]:
     """([windows, crops, D], window starts, frames) of a video given as consecutive
-    chunks of frames [T, H, W, C] in network range (an array is one chunk)."""
-    if isinstance(chunks, np.ndarray):
-        chunks = [chunks]
+    chunks of frames [T, H, W, C] in network range."""
     counted = {}
     # A batch's worth of windows at a time: the views of a whole video would hold
     # crops x stack frames per window (90 GB for 10 minutes in 10 crops).
@@ -291,7 +285,7 @@ def extract_dataset(inputs, out_dir, features: WindowFeatures, *, stack: int, st
     out_dir.mkdir(parents=True, exist_ok=True)
     in_channels = features.loaded.metadata.in_channels
     stream = features.loaded.metadata.stream
-    sha = params_sha256(features.loaded.variables)
+    sha = params_sha256(features.loaded.variables["params"])
     summary = Summary()
     todo = []
     for path, root in videos:

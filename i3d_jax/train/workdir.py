@@ -126,9 +126,11 @@ def metric_rows(workdir: Path) -> list[dict]:
     """The rows of `metrics.jsonl`; a last line cut short (a run killed while
     writing it) is left out."""
     path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    lines = path.read_text().split("\n")
+    return _parse_rows(path, path.read_text()) if path.exists() else []
+
+
+def _parse_rows(path: Path, text: str) -> list[dict]:
+    lines = text.split("\n")
     rows = []
     for number, line in enumerate(lines):
         if not line.strip():
@@ -155,11 +157,11 @@ def drop_rows_after(workdir: Path, step: int) -> None:
     if jax.process_index() != 0:
         return
     path = workdir / "metrics.jsonl"
-    rows = metric_rows(workdir)
-    kept = [r for r in rows if r["step"] <= step]
     text = path.read_text() if path.exists() else ""
+    rows = _parse_rows(path, text)
+    kept = [r for r in rows if r["step"] <= step]
     cut_short = bool(text) and not text.endswith("\n")
     if len(kept) != len(rows) or cut_short:
         text = "".join(json.dumps(r) + "\n" for r in kept)
-        write_atomically(workdir / "metrics.jsonl", lambda f: f.write(text.encode()))
+        write_atomically(path, lambda f: f.write(text.encode()))
 
