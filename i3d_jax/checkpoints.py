@@ -309,8 +309,8 @@ def step_problem(step_dir: Path) -> str | None:
 def _arrays_problem(state_dir: Path) -> str | None:
     """Every byte of the state's arrays read once, straight from TensorStore's OCDBT
     store (each value is a byte range of a data file: a file truncated fails its
-    read, a file gone reads empty). Quiet, where a failed read inside Orbax's restore prints a
-    traceback per pending read."""
+    read, a file gone reads empty). Quiet, where a failed read inside Orbax's
+    restore prints a traceback per pending read."""
     import tensorstore as ts
 
     try:
