@@ -7,6 +7,11 @@ video_features and the I3D feature releases give them. Each output file is
 written whole or not at all; a rerun skips the videos whose file exists, so a
 killed run resumes where it was. A video is read in consecutive segments, so its
 length does not decide the memory a run needs.
+
+Streams: RGB, and flow computed from the video as DeepMind did (TV-L1 on the
+frames at 25 fps with short side 256, +-20 px to [-1, 1]) on the same devices.
+Flow at frame t is the motion from t to t + 1, so with flow a video of F frames
+has F - 1 positions for windows, and both streams' windows are the same frames.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import numpy as np
 
 from i3d_jax.atomic_file import write_atomically
 from i3d_jax.models.stats import params_sha256
-from i3d_jax.video import CROP_SIZE, VIDEO_SUFFIXES
+from i3d_jax.video import CROP_SIZE, RESIZE_SHORT_SIDE, VIDEO_SUFFIXES, _load_npy
 
 CROP_CHOICES = (1, 3, 10)
 FAILURES = "failures.txt"
@@ -127,6 +132,10 @@ class WindowFeatures:
 
         self._run = run
 
+    @property
+    def in_channels(self) -> int:
+        return self.loaded.metadata.in_channels
+
     def __call__(self, views: np.ndarray) -> np.ndarray:
         """[N, D] for views [N, T, H, W, C], in batches padded to a multiple of the
         devices (one compile per window length)."""
@@ -146,28 +155,62 @@ class WindowFeatures:
 # With the window being filled and the next chunk decoded meanwhile, a video of any
 # length holds about three chunks.
 CHUNK_FRAMES = 250
+# Frame pairs per TV-L1 batch and device: one compile per frame size.
+FLOW_PAIRS_PER_DEVICE = 8
 
 
-def frame_chunks(path: Path, fps: float, in_channels: int, chunk_frames: int = CHUNK_FRAMES):
-    """A video's frames in network range, `chunk_frames` at a time: a video decoded
-    at `fps` in consecutive segments (short side 256, RGB to [-1, 1]); an .npy read
-    through a memory map (frames already at `fps`, in range)."""
-    from i3d_jax.video import (
-        RESIZE_SHORT_SIDE, SegmentAfterEndError, VideoDecodeError, _load_npy, decode_video,
-        resize_short_side, to_network_range)
+@dataclass
+class FlowOnDevices:
+    """TV-L1 flow (`i3d_jax.flow`, OpenCV's defaults) of consecutive frames, pairs in
+    batches sharded over every local device. A pair's flow is the one `tvl1_flow`
+    gives it in a batch of `pairs_per_device` pairs: the solver stops each pair by a
+    threshold, and a batch of another size can round near it the other way (then a
+    few border pixels move by up to about a pixel)."""
 
-    if path.suffix == ".npy":
-        frames = _load_npy(path, mmap=True)
-        if frames.ndim != 4 or frames.shape[-1] != in_channels:
-            raise ValueError(f"{path}: expected an array [T, H, W, {in_channels}], "
-                             f"got shape {frames.shape}")
-        for first in range(0, len(frames), chunk_frames):
-            yield np.asarray(frames[first:first + chunk_frames], np.float32)
-        return
-    if in_channels != 3:
-        raise ValueError(f"{path}: these weights take {in_channels}-channel flow, and flow "
-                         "from a video file is not computed here yet: give its flow as an "
-                         ".npy [T, H, W, 2] in [-1, 1]")
+    pairs_per_device: int = FLOW_PAIRS_PER_DEVICE
+    params: object = None  # i3d_jax.flow.TVL1Params; None: OpenCV's defaults, DeepMind's
+
+    def __post_init__(self):
+        import jax
+
+        from i3d_jax import sharding
+
+        from i3d_jax.flow import TVL1Params
+
+        self._params = self.params or TVL1Params()
+        mesh = sharding.make_mesh(-1, 1, jax.local_devices())
+        self._batch = self.pairs_per_device * mesh.devices.size
+        self._sharding = jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(mesh.axis_names))
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """[T - 1, H, W, 2] flow in pixels of uint8 frames [T, H, W, 3]."""
+        import jax
+
+        from i3d_jax.flow import to_gray, tvl1_pairs
+
+        gray = to_gray(frames).astype(np.float32)
+        pairs = len(gray) - 1
+        flow = np.empty((pairs, *gray.shape[1:], 2), np.float32)
+        pending = None  # copied out after the next batch is dispatched
+        for first in range(0, pairs, self._batch):
+            index = np.minimum(np.arange(first, first + self._batch), pairs - 1)
+            result = tvl1_pairs(jax.device_put(gray[index], self._sharding),
+                                jax.device_put(gray[index + 1], self._sharding), self._params)
+            if pending is not None:
+                flow[pending[0]:pending[0] + pending[1]] = np.asarray(pending[2])[:pending[1]]
+            pending = (first, min(self._batch, pairs - first), result)
+        flow[pending[0]:pending[0] + pending[1]] = np.asarray(pending[2])[:pending[1]]
+        return flow
+
+
+def decoded_chunks(path: Path, fps: float, chunk_frames: int = CHUNK_FRAMES,
+                   short_side: int = RESIZE_SHORT_SIDE):
+    """uint8 frames [T, H, W, 3] of a video at `fps`, short side resized to
+    `short_side`, in consecutive segments of `chunk_frames`."""
+    from i3d_jax.video import SegmentAfterEndError, VideoDecodeError, decode_video, \
+        resize_short_side
+
     first = 0
     while True:
         try:
@@ -182,12 +225,63 @@ def frame_chunks(path: Path, fps: float, in_channels: int, chunk_frames: int = C
                 raise
             # Frames without time stamps cannot be cut into segments: whole, then.
             video, _ = decode_video(path, fps=fps)
-            yield to_network_range(resize_short_side(video, RESIZE_SHORT_SIDE))
+            yield resize_short_side(video, short_side)
             return
-        yield to_network_range(resize_short_side(video, RESIZE_SHORT_SIDE))
+        yield resize_short_side(video, short_side)
         if len(video) < chunk_frames:
             return
         first += chunk_frames
+
+
+def with_flow(path: Path, chunks, streams, flow: FlowOnDevices):
+    """Network input with `streams`' channels side by side ([T, H, W, 3 + 2] for
+    rgb,flow) from uint8 chunks: frame t with the TV-L1 flow from t to t + 1, +-20 px
+    to [-1, 1] (DeepMind's recipe). The last frame has no flow after it, so a video of
+    F frames gives F - 1 positions."""
+    from i3d_jax.flow import flow_to_network
+    from i3d_jax.video import to_network_range
+
+    previous, positions = None, 0
+    for chunk in chunks:
+        frames = chunk if previous is None else np.concatenate([previous, chunk])
+        previous = frames[-1:]
+        if len(frames) < 2:
+            continue
+        parts = {"flow": flow_to_network(flow(frames))}
+        if "rgb" in streams:
+            parts["rgb"] = to_network_range(frames[:-1])
+        positions += len(frames) - 1
+        yield np.concatenate([parts[s] for s in streams], axis=-1)
+    if not positions:
+        raise ValueError(f"{path}: flow needs at least 2 frames, the video has "
+                         f"{0 if previous is None else 1}")
+
+
+def network_chunks(path: Path, fps: float, streams, channels: int, *,
+                   chunk_frames: int = CHUNK_FRAMES, short_side: int = RESIZE_SHORT_SIDE,
+                   flow: FlowOnDevices | None = None):
+    """A video's network input, `chunk_frames` at a time, `streams`' channels side by
+    side: a video decoded at `fps` in consecutive segments (short side `short_side`,
+    RGB to [-1, 1], flow as `with_flow`); an .npy read through a memory map (frames of
+    one stream already at `fps`, in range)."""
+    from i3d_jax.video import to_network_range
+
+    if path.suffix == ".npy":
+        frames = _load_npy(path, mmap=True)
+        if len(streams) > 1:
+            raise ValueError(f"{path}: an .npy holds one stream; --streams {','.join(streams)} "
+                             "needs video files")
+        if frames.ndim != 4 or frames.shape[-1] != channels:
+            raise ValueError(f"{path}: expected an array [T, H, W, {channels}], "
+                             f"got shape {frames.shape}")
+        for first in range(0, len(frames), chunk_frames):
+            yield np.asarray(frames[first:first + chunk_frames], np.float32)
+        return
+    chunks = decoded_chunks(path, fps, chunk_frames, short_side)
+    if "flow" in streams:
+        yield from with_flow(path, chunks, streams, flow)
+    else:
+        yield from (to_network_range(chunk) for chunk in chunks)
 
 
 def stream_windows(chunks, stack: int, step: int, counted: dict):
@@ -210,27 +304,43 @@ def stream_windows(chunks, stack: int, step: int, counted: dict):
         yield 0, buffer
 
 
-def video_features(chunks, features: WindowFeatures, *, stack: int, step: int, crops: int,
-                   crop_size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray, int]:
-    """([windows, crops, D], window starts, frames) of a video given as consecutive
-    chunks of frames [T, H, W, C] in network range."""
+def video_features(chunks, features: dict, *, stack: int, step: int, crops: int,
+                   crop_size: int = CROP_SIZE) -> tuple[dict, np.ndarray, int]:
+    """({stream: [windows, crops, D]}, window starts, frames) of a video given as
+    consecutive chunks [T, H, W, C] in network range, the channels of `features`'
+    streams side by side in its order ({"rgb": ..., "flow": ...}: 3 then 2)."""
     counted = {}
+    channels, first = {}, 0
+    for stream, runner in features.items():
+        channels[stream] = slice(first, first + runner.in_channels)
+        first += runner.in_channels
+    batch_size = min(runner.batch_size for runner in features.values())
     # A batch's worth of windows at a time: the views of a whole video would hold
     # crops x stack frames per window (90 GB for 10 minutes in 10 crops).
-    per_batch = max(1, features.batch_size // crops)
-    starts, out, views = [], [], []
+    per_batch = max(1, batch_size // crops)
+    starts, views = [], []
+    out = {stream: [] for stream in features}
+
+    def run(views):
+        views = np.concatenate(views)
+        for stream, runner in features.items():
+            out[stream].append(runner(views[..., channels[stream]]))
+
     for start, window in stream_windows(chunks, stack, step, counted):
+        if window.shape[-1] != first:
+            raise ValueError(f"frames of {window.shape[-1]} channels for streams "
+                             f"{', '.join(features)} of {first}")
         starts.append(start)
         views.append(crop_views(window, crop_size, crops))
         if len(views) == per_batch:
-            out.append(features(np.concatenate(views)))
+            run(views)
             views = []
     if views:
-        out.append(features(np.concatenate(views)))
+        run(views)
     if not starts:
         raise ValueError("no frames")
-    return (np.concatenate(out).reshape(len(starts), crops, -1), np.asarray(starts),
-            counted["frames"])
+    return ({stream: np.concatenate(parts).reshape(len(starts), crops, -1)
+             for stream, parts in out.items()}, np.asarray(starts), counted["frames"])
 
 
 def prefetched(iterable):
@@ -268,24 +378,36 @@ class Summary:
     failures_file: Path | None = None
 
 
-def extract_dataset(inputs, out_dir, features: WindowFeatures, *, stack: int, step: int,
-                    crops: int, fps: float, overwrite: bool = False, weights: str = "",
-                    crop_size: int = CROP_SIZE, process_index: int = 0,
-                    process_count: int = 1, chunk_frames: int = CHUNK_FRAMES) -> Summary:
-    """One `.npz` per video under `out_dir` (see the module's docstring); this
-    process takes every `process_count`-th video from the `process_index`-th."""
+def extract_dataset(inputs, out_dir, features: dict, *, stack: int, step: int,
+                    crops: int, fps: float, overwrite: bool = False,
+                    crop_size: int = CROP_SIZE, short_side: int = RESIZE_SHORT_SIDE,
+                    process_index: int = 0, process_count: int = 1,
+                    chunk_frames: int = CHUNK_FRAMES,
+                    flow: FlowOnDevices | None = None) -> Summary:
+    """One `.npz` per video under `out_dir` (see the module's docstring) with the
+    features of each stream of `features` ({"rgb": WindowFeatures, "flow": ...}, in
+    that order; flow of videos by `flow`, default `FlowOnDevices()`); this process
+    takes every `process_count`-th video from the `process_index`-th."""
     from tqdm import tqdm
 
     from i3d_jax.video import VideoDecodeError
 
+    streams = tuple(features)
+    if not streams or set(streams) - {"rgb", "flow"}:
+        raise ValueError(f"streams must be rgb and/or flow, got {', '.join(streams) or 'none'}")
     out_dir = Path(out_dir)
     videos = expand_inputs(inputs)[process_index::process_count]
     if not videos:
         raise FileNotFoundError(f"no video or .npy among {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    in_channels = features.loaded.metadata.in_channels
-    stream = features.loaded.metadata.stream
-    sha = params_sha256(features.loaded.variables["params"])
+    if "flow" in streams and flow is None:
+        flow = FlowOnDevices()
+    channels = sum(runner.in_channels for runner in features.values())
+    made_with = {}
+    for stream, runner in features.items():
+        made_with[f"{stream}_weights"] = np.str_(runner.loaded.name)
+        made_with[f"{stream}_params_sha256"] = np.str_(
+            params_sha256(runner.loaded.variables["params"]))
     summary = Summary()
     todo = []
     for path, root in videos:
@@ -301,20 +423,22 @@ def extract_dataset(inputs, out_dir, features: WindowFeatures, *, stack: int, st
     progress = tqdm(total=len(todo), unit="video", file=sys.stderr, dynamic_ncols=True)
     for path, target in todo:
         try:
+            chunks = network_chunks(path, fps, streams, channels, chunk_frames=chunk_frames,
+                                    short_side=short_side, flow=flow)
             out, starts, num_frames = video_features(
-                prefetched(frame_chunks(path, fps, in_channels, chunk_frames)), features,
-                stack=stack, step=step, crops=crops, crop_size=crop_size)
+                prefetched(chunks), features, stack=stack, step=step, crops=crops,
+                crop_size=crop_size)
         except (VideoDecodeError, ValueError, OSError) as error:
             progress.write(f"i3d-jax features: skipping {path}: {error}")
             summary.failed.append(f"{path}\t{error}")
             progress.update()
             continue
         length = min(stack, num_frames)
-        record = {stream: out, "timestamps": window_timestamps(starts, length, fps),
+        record = {**out, "timestamps": window_timestamps(starts, length, fps),
                   "fps": np.float64(fps), "num_frames": np.int64(num_frames),
                   "stack": np.int64(stack), "step": np.int64(step),
-                  "crops": np.int64(crops), "endpoint": np.str_(features.endpoint),
-                  "weights": np.str_(weights), "params_sha256": np.str_(sha)}
+                  "crops": np.int64(crops), "endpoint": np.str_(runner.endpoint),
+                  **made_with}
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(target, lambda f: np.savez(f, **record))
         summary.done += 1

@@ -85,7 +85,8 @@ def test_features_for_a_dataset(tiny_checkpoint, tmp_path, capsys):
         assert saved["rgb"].shape == (3, 3, 128)  # windows at 0, 6, 12; 3 crops
         np.testing.assert_allclose(saved["timestamps"], [[0, 0.28], [0.24, 0.52], [0.48, 0.76]])
         assert (int(saved["num_frames"]), int(saved["stack"]), int(saved["step"])) == (21, 8, 6)
-        assert str(saved["endpoint"]) == "AvgPool" and len(str(saved["params_sha256"])) == 64
+        assert str(saved["endpoint"]) == "AvgPool" and len(str(saved["rgb_params_sha256"])) == 64
+        assert str(saved["rgb_weights"]) == str(path) and "flow" not in saved
         for w, start in enumerate((0, 6, 12)):
             views = crop_views(long[start:start + 8], SIZE, 3)
             for c in range(3):
@@ -121,7 +122,7 @@ def test_several_hosts_split_the_videos_between_them(tiny_checkpoint, tmp_path):
     for name in ("a", "b", "c"):
         np.save(data / f"{name}.npy", np.zeros((8, SIZE, SIZE, 3), np.float32))
     (data / "d.mp4").write_bytes(b"not a video")
-    features = WindowFeatures(LoadedModel.from_options(checkpoint=str(path)), "AvgPool")
+    features = {"rgb": WindowFeatures(LoadedModel.from_options(checkpoint=str(path)), "AvgPool")}
     out = tmp_path / "features"
     summaries = [extract_dataset([data], out, features, stack=8, step=8, crops=1, fps=25.0,
                                  crop_size=SIZE, process_index=p, process_count=2)
@@ -150,12 +151,95 @@ def test_windows_from_chunks_are_the_windows_of_the_whole():
 
 def test_a_video_read_in_segments_is_the_video_read_whole(tmp_path):
     """Consecutive segments of a 30 fps video resampled to 25 fps are its frames."""
-    from i3d_jax.features import frame_chunks
+    from i3d_jax.features import network_chunks
 
     video = tmp_path / "thirty.mp4"
     write_video(video, num_frames=45, fps=30)  # 1.5 s: 37 frames at 25 fps
-    whole = np.concatenate(list(frame_chunks(video, 25.0, 3, chunk_frames=1000)))
+    whole = np.concatenate(list(network_chunks(video, 25.0, ("rgb",), 3, chunk_frames=1000)))
     assert len(whole) == 37
     for chunk_frames in (7, 37):  # 37: a last segment starting exactly at the end
-        chunks = list(frame_chunks(video, 25.0, 3, chunk_frames=chunk_frames))
+        chunks = list(network_chunks(video, 25.0, ("rgb",), 3, chunk_frames=chunk_frames))
         np.testing.assert_array_equal(np.concatenate(chunks), whole)
+
+
+def write_frames(path, frames, fps=25):
+    """An MPEG-4 file of uint8 frames [T, H, W, 3] (near lossless)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"qscale": "1"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_rgb_and_flow_in_one_run_are_each_stream_on_the_window_alone(tiny_checkpoint, tmp_path,
+                                                                     capsys):
+    """With flow, a window at s covers frames s..s+stack-1 in RGB and the TV-L1 flow
+    between frames s..s+stack: both equal the model on that window alone, the flow
+    computed by `tvl1_flow` on those frames (DeepMind's recipe, the cut-down solver
+    of test_flow.py), and the windows are placed over the F - 1 frames that have flow."""
+    from i3d_jax.features import FlowOnDevices, WindowFeatures, decoded_chunks, extract_dataset
+    from i3d_jax.flow import TVL1Params, flow_to_network, tvl1_flow
+    from i3d_jax.inference import LoadedModel
+    from i3d_jax.video import to_network_range
+    from test_flow import SMALL, moving_texture
+
+    rgb_path, rgb_model, rgb_variables = tiny_checkpoint
+    flow_model = InceptionI3d(num_classes=5, width_multiplier=0.125)
+    flow_variables = random_variables(jax.eval_shape(
+        lambda: flow_model.init(jax.random.PRNGKey(1), np.zeros((1, 8, SIZE, SIZE, 2)),
+                                train=False)), seed=1)
+    flow_path = tmp_path / "flow_ckpt"
+    save_pretrained(flow_path, dict(flow_variables), ModelMetadata(
+        num_classes=5, width_multiplier=0.125, stream="flow", in_channels=2))
+    video = tmp_path / "videos" / "moving.mp4"
+    video.parent.mkdir()
+    write_frames(video, moving_texture(12))  # 48x40, 1.5 px a frame
+
+    # The CLI's stream choices, checked before any video is read.
+    base = ["features", str(video), "--out-dir", str(tmp_path / "cli")]
+    for extra, message in [
+        (["--checkpoint", str(rgb_path), "--streams", "rgb,flow"], "--flow-checkpoint DIR"),
+        (["--checkpoint", str(rgb_path), "--flow-checkpoint", str(rgb_path)], "not flow"),
+        (["--checkpoint", str(flow_path), "--streams", "rgb"], "needs RGB weights"),
+        (["--checkpoint", str(rgb_path), "--streams", "depth"], "choose rgb, flow"),
+    ]:
+        code, _, err = run_cli(base + extra, capsys)
+        assert code != 0 and message in err, (extra, err)
+
+    features = {stream: WindowFeatures(LoadedModel.from_options(checkpoint=str(path)), "AvgPool")
+                for stream, path in (("rgb", rgb_path), ("flow", flow_path))}
+    out = tmp_path / "features"
+    summary = extract_dataset(
+        [video.parent], out, features, stack=4, step=3, crops=1, fps=25.0, crop_size=SIZE,
+        short_side=SIZE + 8, chunk_frames=5,  # chunks cut windows and frame pairs
+        flow=FlowOnDevices(pairs_per_device=1, params=TVL1Params(**SMALL)))
+    assert summary.done == 1 and not summary.failed
+
+    frames = np.concatenate(list(decoded_chunks(video, 25.0, short_side=SIZE + 8)))
+    assert frames.shape == (12, SIZE + 8, 48, 3)
+
+    def apply(model):
+        return jax.jit(lambda variables, clip: model.apply(
+            variables, clip[None], train=False, return_endpoints=True)[1]["AvgPool"][0].mean(0))
+
+    rgb_fn, flow_fn = apply(rgb_model), apply(flow_model)
+    with np.load(out / "moving.npz") as saved:
+        assert saved["rgb"].shape == saved["flow"].shape == (3, 1, 128)  # 11 positions: 0, 3, 6
+        assert int(saved["num_frames"]) == 11
+        np.testing.assert_allclose(saved["timestamps"], [[0, 0.12], [0.12, 0.24], [0.24, 0.36]])
+        assert str(saved["flow_weights"]) == str(flow_path)
+        for w, start in enumerate((0, 3, 6)):
+            window = frames[start:start + 5]
+            rgb = crop_views(to_network_range(window[:4]), SIZE, 1)[0]
+            flow = tvl1_flow(window, batch_size=1, **SMALL)
+            assert np.abs(flow[..., 0]).mean() > 0.5  # it moves
+            flow = crop_views(flow_to_network(flow), SIZE, 1)[0]
+            np.testing.assert_allclose(saved["rgb"][w, 0], rgb_fn(rgb_variables, rgb), atol=1e-5)
+            np.testing.assert_allclose(saved["flow"][w, 0], flow_fn(flow_variables, flow),
+                                       atol=1e-5)

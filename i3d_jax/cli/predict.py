@@ -45,13 +45,17 @@ def _weights_arguments(parser):
 
 
 def _load(args):
+    return _load_weights(args.weights, args.checkpoint, args.stream)
+
+
+def _load_weights(weights, checkpoint, stream=None):
     from i3d_jax.inference import LoadedModel, weights_name
 
-    what = "checkpoint" if args.checkpoint else "weights"
-    print(f"loading {what} {weights_name(args.weights, args.checkpoint)}", file=sys.stderr)
-    loaded = LoadedModel.from_options(args.weights, args.checkpoint)
-    if args.stream:
-        loaded.check_stream(args.stream)
+    what = "checkpoint" if checkpoint else "weights"
+    print(f"loading {what} {weights_name(weights, checkpoint)}", file=sys.stderr)
+    loaded = LoadedModel.from_options(weights, checkpoint)
+    if stream:
+        loaded.check_stream(stream)
     meta = loaded.metadata
     print(f"  {meta.architecture}, {meta.stream} stream, {meta.num_classes} classes",
           file=sys.stderr)
@@ -148,6 +152,9 @@ def cmd_features(args) -> int:
         return _features_for_a_dataset(args)
     if args.num_processes or args.coordinator_address or args.process_id is not None:
         raise ValueError("the multi-host flags split a dataset over hosts: use them with --out-dir")
+    if args.streams or args.flow_checkpoint:
+        raise ValueError("--streams and --flow-checkpoint are for --out-dir; with --out, the "
+                         "weights' own stream is computed (flow for flow weights)")
     out = Path(args.out)
     if out.suffix not in (".npy", ".npz"):
         raise ValueError(f"--out {out} must end in .npy or .npz")
@@ -170,25 +177,68 @@ def cmd_features(args) -> int:
     return 1 if args.failures else 0
 
 
+def _stream_weights(args) -> dict:
+    """{stream: LoadedModel} for `--streams` (rgb before flow): RGB from --weights or
+    --checkpoint, flow from --flow-checkpoint (or --checkpoint when it holds flow).
+    Without --streams: the main weights' stream, and flow too with --flow-checkpoint."""
+    chosen = None
+    if args.streams:
+        chosen = [s.strip() for s in args.streams.split(",") if s.strip()]
+        unknown = sorted(set(chosen) - set(STREAMS))
+        if unknown or not chosen:
+            raise ValueError(f"--streams {args.streams}: choose rgb, flow or rgb,flow")
+    main_needed = (chosen is None or "rgb" in chosen or not args.flow_checkpoint
+                   or args.weights or args.checkpoint)
+    main = _load(args) if main_needed else None
+    flow = None
+    if args.flow_checkpoint:
+        flow = _load_weights(None, args.flow_checkpoint)
+        if flow.metadata.stream != "flow":
+            raise ValueError(f"--flow-checkpoint {args.flow_checkpoint} holds "
+                             f"{flow.metadata.stream} weights, not flow")
+    elif main is not None and main.metadata.stream == "flow":
+        flow = main
+    if chosen is None:
+        chosen = [main.metadata.stream] + (["flow"] if args.flow_checkpoint else [])
+    loaded = {}
+    for stream in (s for s in STREAMS if s in chosen):
+        if stream == "rgb":
+            if main is None or main.metadata.stream != "rgb":
+                raise ValueError(f"--streams {','.join(chosen)}: the rgb stream needs RGB "
+                                 f"weights (--weights or --checkpoint), and {main.name} holds "
+                                 "flow weights")
+            loaded["rgb"] = main
+        else:
+            if flow is None:
+                raise ValueError(f"--streams {','.join(chosen)}: the flow stream needs flow "
+                                 "weights: --flow-checkpoint DIR (an `i3d-jax convert` output "
+                                 "of DeepMind's or pytorch-i3d's flow checkpoint; only RGB "
+                                 "weights are downloadable)")
+            loaded["flow"] = flow
+    return loaded
+
+
 def _features_for_a_dataset(args) -> int:
     from i3d_jax.features import WindowFeatures, extract_dataset
-    from i3d_jax.inference import weights_name
 
     if args.frames is not None:
         raise ValueError("--frames is for --out; with --out-dir every frame is used, in windows")
     if not args.fps > 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
+    if args.crop_size > args.short_side:
+        raise ValueError(f"--crop-size {args.crop_size} is larger than --short-side "
+                         f"{args.short_side}")
     start_distributed(args)
     import jax
 
-    loaded = _load(args)
-    features = WindowFeatures(loaded, args.endpoint, batch_size=args.batch_size,
-                              kernels=args.kernels, dtype=_dtype(args))
+    features = {stream: WindowFeatures(loaded, args.endpoint, batch_size=args.batch_size,
+                                       kernels=args.kernels, dtype=_dtype(args))
+                for stream, loaded in _stream_weights(args).items()}
     summary = extract_dataset(
         args.videos, args.out_dir, features, stack=args.stack, step=args.step or args.stack,
         crops=args.crops, fps=args.fps, overwrite=args.overwrite, crop_size=args.crop_size,
-        weights=weights_name(args.weights, args.checkpoint),
-        process_index=jax.process_index(), process_count=jax.process_count())
+        short_side=args.short_side, process_index=jax.process_index(),
+        process_count=jax.process_count())
     print(f"i3d-jax features: {summary.done} done, {summary.skipped} skipped (already done), "
           f"{len(summary.failed)} failed"
           + (f" (listed in {summary.failures_file})" if summary.failed else ""),
@@ -235,6 +285,17 @@ def register(subparsers):
                           help="--out-dir: crop side in pixels (default 224)")
     features.add_argument("--batch-size", type=positive_int, default=8,
                           help="--out-dir: views per batch, split over every local device")
+    features.add_argument("--streams", default=None,
+                          help="--out-dir: rgb, flow or rgb,flow (default: the weights' "
+                               "stream, and flow too with --flow-checkpoint). Flow of a video "
+                               "is TV-L1 on the devices, as DeepMind computed it; an .npy "
+                               "holds one stream")
+    features.add_argument("--flow-checkpoint", default=None,
+                          help="--out-dir: the flow stream's weights, a checkpoint directory "
+                               "(an `i3d-jax convert` output)")
+    features.add_argument("--short-side", type=positive_int, default=256,
+                          help="--out-dir: videos' short side is resized to this before "
+                               "cropping and flow (default 256, DeepMind's)")
     features.add_argument("--overwrite", action="store_true",
                           help="--out-dir: redo videos whose file exists")
     features.add_argument("--endpoint", default="AvgPool",
