@@ -137,14 +137,17 @@ class WindowFeatures:
         return self.loaded.metadata.in_channels
 
     def __call__(self, views: np.ndarray) -> np.ndarray:
-        """[N, D] for views [N, T, H, W, C], in batches padded to a multiple of the
-        devices (one compile per window length)."""
+        """[N, D] for views [N, T, H, W, C], in batches of `batch_size` padded to a
+        multiple of the devices: one compile per window length and batch, no more
+        than batch_size / devices batches, and no view computed for nothing beyond
+        that padding (a video's last, short batch is not padded to a whole one)."""
         import jax
 
         outputs = []
         for first in range(0, len(views), self._batch):
             part = views[first:first + self._batch]
-            padded = np.zeros((self._batch, *part.shape[1:]), np.float32)
+            size = -(-len(part) // self._devices) * self._devices
+            padded = np.zeros((size, *part.shape[1:]), np.float32)
             padded[:len(part)] = part
             placed = jax.device_put(padded, self._sharding)
             outputs.append(np.asarray(self._run(self._variables, placed))[:len(part)])
