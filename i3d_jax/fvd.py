@@ -17,6 +17,12 @@ published FVD numbers come from:
 `embedding="features"` (the 1024-d average pool after Mixed_5c, averaged over
 time) and `frames=N` (the first N frames of every clip) select the variants
 other codebases use.
+
+`protocol="styleganv"` reproduces the FVD of StyleGAN-V (Skorokhodov et al., CVPR
+2022), which many video-generation papers report as `fvd2048_16f` or
+`fvd2048_128f`; `STYLEGANV` below lists each of its choices with the file and line
+of universome/stylegan-v (commit 3fecd69c602e1cda204357201461c0fb0a634909) it
+comes from.
 """
 from __future__ import annotations
 
@@ -43,12 +49,87 @@ MIN_FRAMES = 9
 DEFAULT_BATCH_SIZE = 16  # as the TF code
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How a codebase turns sets of videos into an FVD, beyond the I3D weights."""
+
+    name: str
+    # "tf1": TF1 resize_bilinear (align_corners=False, half_pixel_centers=False);
+    # "half_pixel": PyTorch's F.interpolate(mode="bilinear", align_corners=False).
+    resize: str
+    ddof: int  # the covariance's N - ddof
+    frames: int | None  # frames per clip by default (None: all)
+    max_videos: int | None  # the first N videos of each set (sorted), None: all
+    real_start: str  # where a real video's clip starts: "first" or "random"
+
+
+# The TF code of Unterthiner et al. (google-research/frechet_video_distance) with
+# TF-GAN's statistics.
+TF = Protocol("tf", resize="tf1", ddof=1, frames=None, max_videos=None, real_start="first")
+
+# StyleGAN-V's `fvd2048_16f` (src/metrics/metric_main.py:117; `--frames 128` is
+# `fvd2048_128f`, line 123, and `--frames 16 --frame-stride 8`
+# `fvd2048_128f_subsample8f`, line 130). Paths are under src/ of universome/stylegan-v
+# at 3fecd69c602e1cda204357201461c0fb0a634909:
+# - detector: TF-Hub's I3D as TorchScript, called with rescale=True, resize=True,
+#   return_features=True (metrics/frechet_video_distance.py:22-23): the 400 logits
+#   before the softmax, of uint8 frames in 0..255 [N, C, T, H, W] as stored
+#   (metrics/metric_utils.py:234, 245), grey repeated to 3 channels (243-244);
+#   rescale is x / 255 * 2 - 1 (the author, universome/fvd-comparison issue 4);
+#   resize is to 224x224 inside the TorchScript: per frame, bilinear with half-pixel
+#   centres, no antialiasing (the docstring at frechet_video_distance.py:1-4 says it
+#   matches TF "up to the upsampling operation"; the metric code's own, commented-out
+#   resizes are `interpolate(..., size=(T, h, w), mode='trilinear',
+#   align_corners=False)`, metric_utils.py:237-238, which per frame is exactly
+#   bilinear with half-pixel centres); no crop, so a non-square video is stretched.
+# - clips: `num_frames` consecutive frames (`subsample_factor` apart),
+#   frechet_video_distance.py:25-28; a real video's clip starts at a uniformly
+#   random frame, training/dataset.py:402-406 (`random.randint(0, L - n * s + s - 1)`),
+#   and a real video shorter than n * s frames is dropped (dataset.py:323-324,
+#   `discard_short_videos`); a generated video's clip starts at frame 0
+#   (metric_utils.py:309; frechet_video_distance.py:38-40 for generated videos
+#   read from files).
+# - sets: the first 2048 videos of the real set in sorted order (max_real=2048,
+#   metric_utils.py:222-230 with dataset.py:53-56) and 2048 generated videos
+#   (num_gen=2048); no flips (metric_main.py:116, xflip=False).
+# - statistics: mean and the biased covariance (divided by N) in float64
+#   (metric_utils.py:99-101, 124-126); the Fréchet distance as
+#   frechet_video_distance.py:54-56 (computed here without scipy's sqrtm: the same
+#   value, minus sqrtm's rounding residue).
+# The offsets of real clips come from PyTorch DataLoader workers' unseeded RNG in
+# StyleGAN-V, so they are drawn here from `seed` instead: the same distribution,
+# not the same draws.
+STYLEGANV = Protocol("styleganv", resize="half_pixel", ddof=0, frames=16, max_videos=2048,
+                     real_start="random")
+PROTOCOLS = {p.name: p for p in (TF, STYLEGANV)}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown FVD protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def clip_start(num_frames: int, frames: int, stride: int, start: str, rng) -> int | None:
+    """Where a clip of `frames` frames `stride` apart starts in a video of
+    `num_frames` ("first": 0; "random": uniform over every start that fits, as
+    StyleGAN-V's randint(0, L - n * s + s - 1)); None when the video is shorter
+    than n * s frames (StyleGAN-V's discard rule)."""
+    if num_frames < frames * stride:
+        return None
+    if start == "first":
+        return 0
+    return int(rng.integers(0, num_frames - frames * stride + stride))
+
+
 # ---------------------------------------------------------------------------
 # Statistics and the Fréchet distance (NumPy, float64)
 
 
-def statistics(embeddings) -> tuple[np.ndarray, np.ndarray]:
-    """(mean [D], unbiased covariance [D, D]) of embeddings [N, D], in float64."""
+def statistics(embeddings, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [D], covariance [D, D] divided by N - ddof) of embeddings [N, D], in
+    float64: ddof 1, the unbiased covariance (TF-GAN, the TF FVD code); 0, the
+    biased one (StyleGAN-V)."""
     embeddings = np.asarray(embeddings, dtype=np.float64)
     if embeddings.ndim != 2:
         raise ValueError(f"embeddings must be [num_videos, dim], got shape {embeddings.shape}")
@@ -59,8 +140,34 @@ def statistics(embeddings) -> tuple[np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(embeddings)):
         raise ValueError("embeddings hold NaN or Inf")
     mu = embeddings.mean(axis=0)
-    sigma = np.cov(embeddings, rowvar=False, ddof=1)
+    sigma = np.cov(embeddings, rowvar=False, ddof=ddof)
     return mu, sigma
+
+
+def kernel_distance(real_embeddings, fake_embeddings) -> float:
+    """KVD: the unbiased estimate of the squared MMD between two sets of embeddings
+    [N, D] with the polynomial kernel k(x, y) = (x . y / D + 1) ** 3, over the whole
+    sets (as TATS reports KVD, tats/fvd/fvd.py:103-115, and StyleGAN-V's KID per
+    subset, src/metrics/kernel_inception_distance.py:40-42; TF-GAN's
+    kernel_classifier_distance gives the same for sets of up to 1,024, and above
+    that averages blocks of 1,024). In float64, not scaled by 1000."""
+    x = np.asarray(real_embeddings, np.float64)
+    y = np.asarray(fake_embeddings, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"embeddings must be [N, D] with one D, got shapes {x.shape} and "
+                         f"{y.shape}")
+    if min(len(x), len(y)) < 2:
+        raise ValueError(f"KVD needs at least 2 videos a set, got {len(x)} and {len(y)}")
+    dim = x.shape[1]
+
+    def kernel(a, b):
+        return (a @ b.T / dim + 1.0) ** 3
+
+    def within(a):
+        k = kernel(a, a)
+        return (k.sum() - np.trace(k)) / (len(a) * (len(a) - 1))
+
+    return float(within(x) + within(y) - 2.0 * kernel(x, y).mean())
 
 
 def _check_gaussian(name: str, mu, sigma):
@@ -133,8 +240,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(distance)
 
 
-def fvd(real_embeddings, fake_embeddings) -> float:
-    """FVD between two sets of embeddings [N, D] (statistics with N - 1)."""
+def fvd(real_embeddings, fake_embeddings, ddof: int = 1) -> float:
+    """FVD between two sets of embeddings [N, D] (covariances divided by N - ddof)."""
     real_embeddings = np.asarray(real_embeddings)
     fake_embeddings = np.asarray(fake_embeddings)
     if real_embeddings.ndim != 2 or fake_embeddings.ndim != 2 or (
@@ -144,7 +251,8 @@ def fvd(real_embeddings, fake_embeddings) -> float:
             f"real and fake embeddings must be [N, D] with the same D, got shapes "
             f"{real_embeddings.shape} and {fake_embeddings.shape}"
         )
-    return frechet_distance(*statistics(real_embeddings), *statistics(fake_embeddings))
+    return frechet_distance(*statistics(real_embeddings, ddof),
+                            *statistics(fake_embeddings, ddof))
 
 
 # ---------------------------------------------------------------------------
@@ -163,12 +271,18 @@ class VideoSetStatistics:
     resolution: tuple[int, int] | None = None
     embedding: str | None = None
     weights: str | None = None
+    protocol: str | None = None  # None: a file from before protocols (they were tf)
+    frame_stride: int | None = None  # styleganv: frames between a clip's frames
+    # The embeddings themselves [N, D] (float32), for KVD; files written before
+    # KVD have none.
+    embeddings: np.ndarray | None = field(default=None, compare=False, repr=False)
     origin: str = field(default="", compare=False)
 
     @classmethod
-    def from_embeddings(cls, embeddings, **metadata):
-        mu, sigma = statistics(embeddings)
-        return cls(mu, sigma, num_videos=int(np.shape(embeddings)[0]), **metadata)
+    def from_embeddings(cls, embeddings, ddof: int = 1, **metadata):
+        mu, sigma = statistics(embeddings, ddof)
+        return cls(mu, sigma, num_videos=int(np.shape(embeddings)[0]),
+                   embeddings=np.asarray(embeddings, np.float32), **metadata)
 
     def save(self, path):
         """Writes an .npz atomically (a temporary file renamed when whole)."""
@@ -185,6 +299,12 @@ class VideoSetStatistics:
             arrays["embedding"] = np.str_(self.embedding)
         if self.weights is not None:
             arrays["weights"] = np.str_(self.weights)
+        if self.protocol is not None:
+            arrays["protocol"] = np.str_(self.protocol)
+        if self.frame_stride is not None:
+            arrays["frame_stride"] = np.int64(self.frame_stride)
+        if self.embeddings is not None:
+            arrays["embeddings"] = np.asarray(self.embeddings, np.float32)
         write_atomically(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
@@ -200,6 +320,9 @@ class VideoSetStatistics:
                 f"(keys present: {', '.join(sorted(arrays)) or 'none'})"
             )
         mu, sigma = _check_gaussian(str(path), arrays["mu"], arrays["sigma"])
+        if "protocol" in arrays and str(arrays["protocol"]) not in PROTOCOLS:
+            raise ValueError(f"{path}: protocol {str(arrays['protocol'])!r} is not one of "
+                             f"{', '.join(PROTOCOLS)}")
         if "embedding" in arrays and str(arrays["embedding"]) not in EMBEDDINGS:
             raise ValueError(
                 f"{path}: embedding {str(arrays['embedding'])!r} is not one of "
@@ -217,6 +340,9 @@ class VideoSetStatistics:
             resolution=optional("resolution", lambda a: tuple(int(v) for v in a)),
             embedding=optional("embedding", str),
             weights=optional("weights", str),
+            protocol=optional("protocol", str),
+            frame_stride=optional("frame_stride", int),
+            embeddings=optional("embeddings", np.asarray),
             origin=str(path),
         )
 
@@ -274,16 +400,60 @@ def resize_bilinear_tf1(frames, size: Sequence[int]):
     return _lerp_along(x, x.ndim - 3, in_h, out_h)
 
 
-def preprocess(videos, resolution: Sequence[int] = FVD_RESOLUTION):
-    """uint8 videos [B, T, H, W, 3] in 0..255 -> float32 [B, T, 224, 224, 3] in [-1, 1]."""
-    resized = resize_bilinear_tf1(videos, resolution)
-    return 2.0 * resized / 255.0 - 1.0
+def _half_pixel_taps(in_size: int, out_size: int):
+    """Source rows (lower, upper) and weights of PyTorch's bilinear interpolate with
+    align_corners=False: source = (i + 0.5) * in / out - 0.5, clamped at 0, as its
+    CPU kernel computes it (aten/src/ATen/native/UpSample.h,
+    area_pixel_compute_source_index): the scale in float32, the source position
+    with one rounding to float32 (a fused multiply-add; rounding the product first
+    moves weights by up to 1e-6)."""
+    scale = np.float64(np.float32(in_size) / np.float32(out_size))
+    source = np.maximum(np.float32(scale * (np.arange(out_size) + 0.5) - 0.5), np.float32(0))
+    lower = np.floor(source).astype(np.int32)
+    weight = (source - lower).astype(np.float32)
+    upper = np.minimum(lower + 1, in_size - 1)
+    return lower, upper, weight
 
 
-@partial(jax.jit, static_argnames=("model", "resolution"))
-def _embed_batch(model, variables, videos, resolution):
+def _interpolate_along(x, axis: int, taps):
+    lower, upper, weight = taps
+    a = jnp.take(x, lower, axis=axis)
+    b = jnp.take(x, upper, axis=axis)
+    shape = [1] * x.ndim
+    shape[axis] = len(lower)
+    weight = jnp.asarray(weight).reshape(shape)
+    return a * (1.0 - weight) + b * weight
+
+
+def resize_bilinear_half_pixel(frames, size: Sequence[int]):
+    """`torch.nn.functional.interpolate(x, size, mode="bilinear",
+    align_corners=False)` (no antialiasing) of frames [..., H, W, C], in float32."""
+    out_h, out_w = size
+    *_, in_h, in_w, _ = frames.shape
+    x = frames.astype(jnp.float32)
+    if (in_h, in_w) == (out_h, out_w):
+        return x
+    x = _interpolate_along(x, x.ndim - 2, _half_pixel_taps(in_w, out_w))
+    return _interpolate_along(x, x.ndim - 3, _half_pixel_taps(in_h, out_h))
+
+
+def preprocess(videos, resolution: Sequence[int] = FVD_RESOLUTION, resize: str = "tf1"):
+    """uint8 videos [B, T, H, W, 3] in 0..255 -> float32 [B, T, 224, 224, 3] in [-1, 1]:
+    "tf1", TF1's resize_bilinear then 2 x / 255 - 1 (the TF code); "half_pixel",
+    x / 255 * 2 - 1 then PyTorch's bilinear interpolate (StyleGAN-V's TorchScript I3D,
+    rescale before resize)."""
+    if resize == "tf1":
+        return 2.0 * resize_bilinear_tf1(videos, resolution) / 255.0 - 1.0
+    if resize == "half_pixel":
+        scaled = videos.astype(jnp.float32) / 255.0 * 2.0 - 1.0
+        return resize_bilinear_half_pixel(scaled, resolution)
+    raise ValueError(f"unknown resize {resize!r}; choose tf1 or half_pixel")
+
+
+@partial(jax.jit, static_argnames=("model", "resolution", "resize"))
+def _embed_batch(model, variables, videos, resolution, resize):
     # `model` ends at Logits ([B, C]) or AvgPool ([B, T', 1024]).
-    out = model.apply(variables, preprocess(videos, resolution), train=False)
+    out = model.apply(variables, preprocess(videos, resolution, resize), train=False)
     return out if out.ndim == 2 else jnp.mean(out, axis=1)
 
 
@@ -319,6 +489,7 @@ class VideoEmbedder:
     network_resolution: tuple[int, int] = FVD_RESOLUTION
     devices: Sequence | None = None
     weights_name: str = ""
+    protocol: Protocol = TF  # the resize and the covariance; clips are chosen by the caller
 
     def __post_init__(self):
         _check_embedding(self.embedding)
@@ -347,7 +518,8 @@ class VideoEmbedder:
         _check_embedding(embedding)
         model = metadata.build_model(final_endpoint=EMBEDDING_ENDPOINTS[embedding],
                                      kernels=kernels)
-        return cls(variables, model, embedding=embedding, weights_name=metadata.source, **options)
+        return cls(variables, model, embedding=embedding, weights_name=metadata.source,
+                   **options)
 
     @property
     def num_devices(self) -> int:
@@ -445,11 +617,12 @@ class VideoEmbedder:
             stacked = np.concatenate([stacked, padding])
         sharded = jax.device_put(stacked, self._batch_sharding)
         resolution = tuple(self.network_resolution)
-        return _embed_batch(self.model, self._variables, sharded, resolution), valid
+        return _embed_batch(self.model, self._variables, sharded, resolution,
+                            self.protocol.resize), valid
 
     def statistics(self, videos, **kwargs) -> VideoSetStatistics:
         embeddings, (frames, resolution) = self.embed(videos, **kwargs)
         return VideoSetStatistics.from_embeddings(
-            embeddings, frames=frames, resolution=resolution,
-            embedding=self.embedding, weights=self.weights_name,
+            embeddings, ddof=self.protocol.ddof, frames=frames, resolution=resolution,
+            embedding=self.embedding, weights=self.weights_name, protocol=self.protocol.name,
         )

