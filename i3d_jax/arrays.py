@@ -63,3 +63,48 @@ def load_npz(path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
             return {k: data[k] for k in wanted}
     except Exception as e:
         raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
+
+
+class NpzRows:
+    """An array of an .npz read one row (first index) at a time: its shape and
+    dtype from the member's header, then rows in order, so an archive of
+    thousands of videos needs the memory of one (stored or deflated members
+    alike; object arrays refused)."""
+
+    def __init__(self, path, key: str):
+        import zipfile
+
+        self.path, self.key = Path(path), key
+        if key not in npz_keys(self.path):
+            raise ValueError(f"{self.path}: no array named {key}")
+        with zipfile.ZipFile(self.path) as archive, archive.open(f"{key}.npy") as member:
+            self.shape, self._fortran, self.dtype = self._header(member)
+        if self.dtype.hasobject:
+            raise ValueError(f"{self.path}: array {key} holds Python objects, not numbers")
+        if self._fortran and len(self.shape) > 1:
+            raise ValueError(f"{self.path}: array {key} is stored in Fortran order; "
+                             "rows cannot be read one at a time")
+
+    def _header(self, member):
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(member)
+        return np.lib.format.read_array_header_2_0(member)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self):
+        import zipfile
+
+        row_shape = self.shape[1:]
+        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
+        with zipfile.ZipFile(self.path) as archive, \
+                archive.open(f"{self.key}.npy") as member:
+            self._header(member)
+            for index in range(self.shape[0]):
+                data = member.read(row_bytes)
+                if len(data) != row_bytes:
+                    raise ValueError(f"{self.path}: array {self.key} ends at row {index} of "
+                                     f"{self.shape[0]}")
+                yield np.frombuffer(data, self.dtype).reshape(row_shape)

@@ -458,3 +458,16 @@ def test_cli_styleganv_protocol(tmp_path, capsys):
     code, _, err = run_cli(capsys, "fvd", str(tmp_path / "real.npz"), str(tmp_path / "fake.npy"),
                            "--checkpoint", str(checkpoint))
     assert code == 2 and "styleganv-protocol statistics, but --protocol tf" in err
+
+
+def test_an_npz_of_videos_is_read_a_video_at_a_time(tmp_path):
+    from i3d_jax.arrays import NpzRows
+
+    videos = np.random.default_rng(1).integers(0, 256, (5, 3, 4, 6, 3), dtype=np.uint8)
+    for save in (np.savez, np.savez_compressed):
+        save(tmp_path / "set.npz", videos=videos, other=np.zeros(2))
+        rows = NpzRows(tmp_path / "set.npz", "videos")
+        assert (len(rows), rows.shape, rows.dtype) == (5, videos.shape, np.uint8)
+        np.testing.assert_array_equal(np.stack(list(rows)), videos)
+    with pytest.raises(ValueError, match="no array named clips"):
+        NpzRows(tmp_path / "set.npz", "clips")

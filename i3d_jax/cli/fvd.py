@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from i3d_jax.arrays import load_array, load_npz, npz_keys
+from i3d_jax.arrays import NpzRows, load_array, npz_keys
 from i3d_jax.cli.common import add_kernels_argument, positive_int
 from i3d_jax.fvd import (
     DEFAULT_BATCH_SIZE,
@@ -43,13 +43,14 @@ class VideoSet:
     clips: Callable[[int | None], Iterator]  # max_frames -> (name, uint8 clip) pairs
 
 
-def _load_videos(path: Path) -> np.ndarray:
+def _load_videos(path: Path):
+    """An .npy memory-mapped, or an .npz member read a row at a time: either way a
+    set larger than memory streams through."""
     if path.suffix == ".npy":
-        return load_array(path, mmap=True)  # sets of videos can exceed memory
+        return load_array(path, mmap=True)
     keys = npz_keys(path)
     if len(keys) == 1 or "videos" in keys:
-        key = keys[0] if len(keys) == 1 else "videos"
-        return load_npz(path, [key])[key]
+        return NpzRows(path, keys[0] if len(keys) == 1 else "videos")
     raise ValueError(
         f"{path}: an .npz of videos must hold one array (or one named 'videos'); "
         f"found keys {', '.join(keys) or 'none'}"
@@ -65,15 +66,15 @@ def _array_set(label: str, path: Path) -> VideoSet:
         raise ValueError(
             f"{label} {path}: not a readable array ({type(e).__name__}: {e})"
         ) from None
-    if videos.ndim != 5 or videos.shape[-1] != 3 or videos.dtype != np.uint8:
+    if len(videos.shape) != 5 or videos.shape[-1] != 3 or videos.dtype != np.uint8:
         raise ValueError(
             f"{label} {path}: expected uint8 videos [N, T, H, W, 3] in 0..255, "
-            f"got {videos.dtype} of shape {videos.shape}"
+            f"got {videos.dtype} of shape {tuple(videos.shape)}"
         )
 
     def clips(max_frames):
-        for i in range(videos.shape[0]):
-            yield f"{path}[{i}]", np.asarray(videos[i, :max_frames])
+        for i, video in enumerate(videos):
+            yield f"{path}[{i}]", np.asarray(video[:max_frames])
 
     return VideoSet(label, path, videos.shape[0], tuple(videos.shape[1:]), clips)
 
