@@ -159,6 +159,8 @@ def test_a_video_read_in_segments_is_the_video_read_whole(tmp_path):
     assert len(whole) == 37
     for chunk_frames in (7, 37):  # 37: a last segment starting exactly at the end
         chunks = list(network_chunks(video, 25.0, ("rgb",), 3, chunk_frames=chunk_frames))
+        # Bounded memory: no segment holds more than its share of the video.
+        assert max(len(chunk) for chunk in chunks) <= chunk_frames
         np.testing.assert_array_equal(np.concatenate(chunks), whole)
 
 
