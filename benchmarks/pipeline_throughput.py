@@ -1,15 +1,23 @@
-"""Training input pipeline throughput: clips per second per CPU core.
+"""Training input pipeline throughput: clips per second per CPU core, against the
+JPEG decode limit on the same frames.
 
-Reads a prepared TFDS video dataset (by default the generated
-`synthetic_motion/short_side_256`: 256x320 frames, built here when missing)
-and times `i3d_jax.input_pipeline.train_dataset` at the paper's training
-clip, 64 frames cropped to 224x224, with TF limited to `--threads` threads
-(tf.data's private pool and TF's op pools), so clips/s / threads is the
-per-core figure. Prints one JSON line per thread count; --json writes them
-all, with the machine and versions.
+Reads a prepared TFDS video dataset (by default `natural`: pans and zooms over a
+photograph, stored as the Kinetics builder stores frames, built here by
+`benchmarks.natural_frames` when missing; or `synthetic_motion/short_side_256`) and
+times `i3d_jax.input_pipeline.train_dataset` at the paper's training clip, 64 frames
+cropped to 224x224, with TF limited to `--threads` threads (tf.data's private pool and
+TF's op pools), so clips/s / threads is the per-core figure.
 
-    PYTHONPATH=. python benchmarks/pipeline_throughput.py --data_dir /tmp/tfds \
-        --threads 1 2 --json benchmarks/results/pipeline_throughput_cpu.json
+The limit: the same frames' bytes decoded one after another on one thread by the call
+the pipeline makes (`tf.io.decode_and_crop_jpeg` at a random 224x224 window; flow's
+`tf.io.decode_png`), in a tight loop inside one tf.function, and by Pillow (libjpeg-turbo
+too, whole frames) for comparison; a clip needs 64 such decodes per stream, which gives
+`decode_limit_clips_per_second_per_core`. Prints one JSON line per run; --json writes
+them all, with the machine and versions.
+
+    PYTHONPATH=. python -m benchmarks.pipeline_throughput --data_dir /tmp/tfds \
+        --threads 1 2 --modalities rgb rgb,flow \
+        --json benchmarks/results/pipeline_throughput_cpu.json
 """
 from __future__ import annotations
 
@@ -19,12 +27,18 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", required=True, help="TFDS data dir (built there if missing)")
-    parser.add_argument("--dataset", default="synthetic_motion/short_side_256")
+    parser.add_argument("--dataset", default="natural",
+                        help="natural (default: benchmarks.natural_frames) or a TFDS name")
     parser.add_argument("--threads", type=int, nargs="+", default=[1],
                         help="thread counts to time, one run each")
     parser.add_argument("--num_frames", type=int, default=64)
@@ -32,6 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--modalities", nargs="+", default=["rgb"],
                         help="streams per run: rgb, flow or rgb,flow (several: one run each)")
+    parser.add_argument("--dtype", default="uint8", choices=("uint8", "float32"),
+                        help="clips as the trainer takes them (uint8, scaled on the device) "
+                             "or in [-1, 1] on the host")
     parser.add_argument("--batches", type=int, default=12, help="timed batches per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     parser.add_argument("--json", help="write every run's figures to this file")
@@ -43,9 +60,10 @@ def main(argv=None) -> int:
 
         runs = []
         for modalities, threads in [(m, t) for m in args.modalities for t in args.threads]:
-            command = [sys.executable, __file__, *_forward(args), "--threads", str(threads),
-                       "--modalities", modalities]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            command = [sys.executable, "-m", "benchmarks.pipeline_throughput", *_forward(args),
+                       "--threads", str(threads), "--modalities", modalities]
+            output = subprocess.run(command, check=True, capture_output=True, text=True,
+                                    cwd=REPO).stdout
             runs.append(json.loads(output.strip().splitlines()[-1]))
             print(json.dumps(runs[-1]))
         if args.json:
@@ -58,14 +76,12 @@ def main(argv=None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from i3d_jax import datasets, input_pipeline
+    from i3d_jax import input_pipeline
 
-    builder = datasets.builder(args.dataset, data_dir=args.data_dir)
-    if not builder.is_prepared():
-        print(f"building {args.dataset} in {args.data_dir} ...", file=sys.stderr)
-        builder.download_and_prepare()
+    modalities = tuple(args.modalities[0].split(","))
+    builder = _builder(args.dataset, args.data_dir, modalities)
     options = input_pipeline.ClipOptions(num_frames=args.num_frames, crop_size=args.crop_size,
-                                         modalities=tuple(args.modalities[0].split(",")))
+                                         modalities=modalities, dtype=args.dtype)
     dataset = input_pipeline.train_dataset(builder, batch_size=args.batch_size, options=options,
                                            seed=0, process_index=0, process_count=1,
                                            threads=threads)
@@ -77,6 +93,7 @@ def main(argv=None) -> int:
         batch = next(iterator)
     seconds = time.perf_counter() - start
     clips_per_second = args.batches * args.batch_size / seconds
+    limit = decode_limit(builder, modalities, args.crop_size, args.num_frames)
     print(json.dumps({
         "dataset": builder.info.full_name,
         "clip": f"{args.num_frames}x{args.crop_size}x{args.crop_size}",
@@ -84,6 +101,9 @@ def main(argv=None) -> int:
         "threads": threads,
         "clips_per_second": round(clips_per_second, 2),
         "clips_per_second_per_core": round(clips_per_second / threads, 2),
+        "decode_limit_clips_per_second_per_core": round(limit["clips_per_second"], 2),
+        "ratio_to_decode_limit": round(clips_per_second / threads / limit["clips_per_second"], 3),
+        "decode_limit": limit,
         "batch_size": args.batch_size,
         "timed_batches": args.batches,
         "batch_shape": {k: list(v.shape) for k, v in batch.items()},
@@ -92,17 +112,106 @@ def main(argv=None) -> int:
     return 0
 
 
+def _builder(dataset: str, data_dir: str, modalities):
+    from i3d_jax import datasets
+
+    if dataset == "natural":
+        from benchmarks.natural_frames import build
+
+        return build(data_dir, "flow" if "flow" in modalities else "rgb")
+    builder = datasets.builder(dataset, data_dir=data_dir)
+    if not builder.is_prepared():
+        print(f"building {dataset} in {data_dir} ...", file=sys.stderr)
+        builder.download_and_prepare()
+    return builder
+
+
+def encoded_frames(builder, modality: str, count: int = 256) -> list[bytes]:
+    """The stored bytes of `count` frames (JPEG for rgb, PNG for flow)."""
+    import tensorflow_datasets as tfds
+
+    feature = {"rgb": "video", "flow": "flow"}[modality]
+    dataset = builder.as_dataset(split="train", decoders={feature: tfds.decode.SkipDecoding()})
+    frames = []
+    for example in dataset:
+        frames += list(example[feature].numpy())
+        if len(frames) >= count:
+            break
+    return frames[:count]
+
+
+def decode_limit(builder, modalities, crop_size: int, num_frames: int,
+                 repeats: int = 3) -> dict:
+    """Frames/s of the pipeline's own decode call on one thread, in a loop inside one
+    tf.function (no Python between frames), per stream, and the clips/s per core they
+    allow; Pillow's whole-frame JPEG decode of the same bytes for comparison."""
+    import io
+
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    result, seconds_per_clip = {}, 0.0
+    for modality in modalities:
+        frames = encoded_frames(builder, modality)
+        encoded = tf.constant(frames)
+        if modality == "rgb":
+            height, width = tf.io.extract_jpeg_shape(frames[0]).numpy()[:2]
+        else:
+            height, width = tf.io.decode_png(frames[0], channels=0).shape[:2]
+        rng = np.random.default_rng(0)
+        windows = tf.constant(np.stack([rng.integers(0, height - crop_size + 1, len(frames)),
+                                        rng.integers(0, width - crop_size + 1, len(frames)),
+                                        np.full(len(frames), crop_size),
+                                        np.full(len(frames), crop_size)], 1).astype(np.int32))
+
+        @tf.function
+        def decode_all(encoded=encoded, windows=windows, modality=modality):
+            def body(i, total):
+                if modality == "rgb":
+                    frame = tf.io.decode_and_crop_jpeg(encoded[i], windows[i], channels=3)
+                else:
+                    frame = tf.io.decode_png(encoded[i], channels=0)
+                return i + 1, total + tf.reduce_sum(tf.cast(frame[0, 0], tf.int32))
+
+            return tf.while_loop(lambda i, _: i < len(frames), body, (0, 0),
+                                 parallel_iterations=1)[1]
+
+        decode_all()  # trace
+        timings = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            decode_all().numpy()
+            timings.append(time.perf_counter() - start)
+        frames_per_second = len(frames) / min(timings)
+        seconds_per_clip += num_frames / frames_per_second
+        entry = {"frames": len(frames), "frame_size": [int(height), int(width)],
+                 "mean_bytes_per_frame": round(float(np.mean([len(f) for f in frames]))),
+                 "call": ("tf.io.decode_and_crop_jpeg (224x224 window)" if modality == "rgb"
+                          else "tf.io.decode_png (whole frame)"),
+                 "frames_per_second": round(frames_per_second, 1)}
+        if modality == "rgb":
+            start = time.perf_counter()
+            for data in frames:
+                np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            entry["pillow_whole_frame_frames_per_second"] = round(
+                len(frames) / (time.perf_counter() - start), 1)
+        result[modality] = entry
+    result["clips_per_second"] = 1.0 / seconds_per_clip
+    return result
+
+
 def _write_results(path, runs) -> None:
     import numpy
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
+    from benchmarks.machine import machine_record
     from i3d_jax.atomic_file import write_atomically
 
     results = {
         "benchmark": "training input pipeline (i3d_jax.input_pipeline.train_dataset)",
-        "machine": {"cpu": _cpu_name(), "cores_available": len(os.sched_getaffinity(0)),
-                    "note": "shared with other jobs: figures are indicative"},
+        "machine": machine_record(),
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                      "tensorflow_datasets": tfds.__version__, "numpy": numpy.__version__},
         "runs": runs,
@@ -110,22 +219,11 @@ def _write_results(path, runs) -> None:
     write_atomically(path, lambda f: f.write((json.dumps(results, indent=2) + "\n").encode()))
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def _forward(args) -> list[str]:
     return ["--data_dir", args.data_dir, "--dataset", args.dataset,
             "--num_frames", str(args.num_frames), "--crop_size", str(args.crop_size),
             "--batch_size", str(args.batch_size), "--batches", str(args.batches),
-            "--warmup", str(args.warmup)]
+            "--warmup", str(args.warmup), "--dtype", args.dtype]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ Batches are dicts of numpy arrays (through `DatasetIterator`):
   rgb   float [B, T, S, S, 3] in [-1, 1]       (train)
         float [B, V, T, S, S, 3]               (eval; V views = clips x crops)
   flow  float [B, (V,) T, S, S, 2] in [-1, 1]  (x then y; +-20 px -> +-1)
+or, with `ClipOptions.dtype="uint8"` (what the trainer asks for), the same frames as
+uint8 0..255, which the jitted step scales on the device (`streams.network_range`):
+a quarter of the bytes to convert, batch, copy and hold on the host.
   label int32 [B]
   mask  bool [B], video_id bytes [B]           (eval only)
 
@@ -87,7 +90,7 @@ class ClipOptions:
     # Resize frames so their short side is this before cropping (None: as stored).
     resize_short_side: int | None = None
     modalities: tuple[str, ...] = ("rgb",)
-    dtype: str = "float32"
+    dtype: str = "float32"  # or "bfloat16"; "uint8": 0..255, scaled on the device
     per_stream: tuple[tuple[str, StreamSampling], ...] = ()
 
     def __post_init__(self):
@@ -275,7 +278,15 @@ def _resized(frames, modality, height, width, short_side):
 
 
 def _to_network(frames, modality, flipped, dtype):
-    """uint8 (or float 0..255) -> [-1, 1]; on a flip, flow's x component changes sign."""
+    """uint8 (or float 0..255) -> [-1, 1]; on a flip, flow's x component changes sign.
+    For dtype uint8 the frames stay 0..255 (resized ones rounded) and a flipped flow's x
+    becomes 255 - x, which is exactly -x once scaled (`streams.network_range`)."""
+    if dtype == tf.uint8:
+        x = frames if frames.dtype == tf.uint8 else tf.cast(tf.round(frames), tf.uint8)
+        if modality == "flow":
+            x = tf.cond(flipped, lambda: tf.concat([255 - x[..., :1], x[..., 1:]], axis=-1),
+                        lambda: x)
+        return x
     x = tf.cast(frames, tf.float32) * (2.0 / 255.0) - 1.0
     if modality == "flow":
         sign = tf.where(flipped, tf.constant([-1.0, 1.0]), tf.constant([1.0, 1.0]))

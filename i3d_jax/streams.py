@@ -19,8 +19,20 @@ def stream_for_channels(channels: int, origin: str) -> str:
     raise ValueError(f"{origin}: {channels} input channels; expected {accepted_channels()}")
 
 
+def network_range(frames):
+    """uint8 frames as the input pipeline hands them over (0..255; flow quantised,
+    its x already negated on a flip) -> float32 in [-1, 1], x * 2 / 255 - 1; anything
+    else (float clips, abstract shapes) as it is. Called inside the jitted steps, so
+    the host copies a quarter of the bytes and the device does the arithmetic."""
+    if getattr(frames, "dtype", None) != "uint8":
+        return frames
+    import jax.numpy as jnp
+
+    return frames.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+
+
 def model_inputs(batch, stream_names):
-    """One stream's array, or {"rgb", "flow"} for a model fed several."""
+    """One stream's array, or {"rgb", "flow"} for a model fed several, in [-1, 1]."""
     if len(stream_names) == 1:
-        return batch[stream_names[0]]
-    return {s: batch[s] for s in stream_names}
+        return network_range(batch[stream_names[0]])
+    return {s: network_range(batch[s]) for s in stream_names}

@@ -74,7 +74,7 @@ def test_a_nan_stops_training_naming_the_step_and_keeps_the_good_checkpoint(
     real_iterator = train._train_iterator
 
     class Poisoned:
-        """The real batches, with a NaN in the 3rd."""
+        """The real batches as floats, with a NaN in the 3rd."""
 
         def __init__(self, run):
             self.inner, self.count = real_iterator(run), 0
@@ -82,6 +82,9 @@ def test_a_nan_stops_training_naming_the_step_and_keeps_the_good_checkpoint(
         def __next__(self):
             batch = next(self.inner)
             self.count += 1
+            # uint8 holds no NaN: these batches are float clips in [-1, 1] (the float
+            # path the steps also take).
+            batch["rgb"] = batch["rgb"].astype(np.float32) * (2 / 255) - 1
             if self.count == 3:
                 batch["rgb"][0, 0, 0, 0, 0] = np.nan
             return batch

@@ -102,7 +102,9 @@ def check_config(config) -> None:
                              f"{config.schedule.warmup_steps} warmup steps")
 
 
-def clip_options(config, *, dtype="float32"):
+def clip_options(config, *, dtype="uint8"):
+    """The pipeline's clips for `config`: uint8 by default, scaled to [-1, 1] inside
+    the jitted steps (`streams.model_inputs`)."""
     from i3d_jax.input_pipeline import ClipOptions, StreamSampling
 
     names = streams(config)
