@@ -46,6 +46,8 @@ from i3d_jax.flow import FLOW_BOUND  # noqa: E402  (how stored flow is quantised
 project_datasets.hide_gpus_from_tf()
 
 MODALITIES = ("rgb", "flow")
+# Clips of at most this many frames decode in one op per frame (`_decode_frames`).
+MAX_UNROLLED_DECODES = 256
 CHANNELS = {"rgb": 3, "flow": 2}
 FEATURE = {"rgb": "video", "flow": "flow"}
 
@@ -244,8 +246,15 @@ def _decode_frames(encoded, modality, crop_window=None):
                 frame = frame[crop_window[0]:crop_window[0] + crop_window[2],
                               crop_window[1]:crop_window[1] + crop_window[3]]
             return frame
-    frames = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(None, tf.uint8),
-                       parallel_iterations=16)
+    count = encoded.shape[0]
+    if count is not None and count <= MAX_UNROLLED_DECODES:
+        # A clip's frame count is static: one decode op per frame. TF's loop machinery
+        # (map_fn, or a while_loop into a TensorArray) cost ~150 us a frame, a third of a
+        # 340x256 JPEG's decode (natural frames, 1 thread: 33 -> 22 ms for 64 frames).
+        frames = tf.stack([decode(encoded[i]) for i in range(count)])
+    else:
+        frames = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(None, tf.uint8),
+                           parallel_iterations=16)
     return tf.ensure_shape(frames, [None, None, None, channels])
 
 
@@ -294,6 +303,14 @@ def _to_network(frames, modality, flipped, dtype):
     return tf.cast(x, dtype)
 
 
+def _flip_left_right(frames):
+    """frames [T, H, W, C] mirrored along W. As [T * H, W, C] TF's reverse runs 3x
+    faster than on the 4-D tensor (uint8 64x224x224x3, 1 thread: 2.9 against 8.8 ms)."""
+    shape = tf.shape(frames)
+    rows = tf.reshape(frames, tf.stack([-1, shape[2], shape[3]]))
+    return tf.reshape(tf.reverse(rows, axis=[1]), shape)
+
+
 def _check_crop(height, width, crop_size, video_id):
     return tf.debugging.assert_greater_equal(
         tf.minimum(height, width), crop_size,
@@ -330,7 +347,7 @@ def train_clip(example, seed, options: ClipOptions, flip: bool = True):
             frames, _, _ = _resized(_decode_frames(selected[m], m), m, height, width,
                                     options.resize_short_side)
             frames = frames[:, top:top + size, left:left + size]
-        frames = tf.cond(flipped, lambda f=frames: tf.reverse(f, axis=[2]), lambda f=frames: f)
+        frames = tf.cond(flipped, lambda f=frames: _flip_left_right(f), lambda f=frames: f)
         out[m] = tf.ensure_shape(_to_network(frames, m, flipped, dtype),
                                  [options.sampling(m).num_frames, size, size, CHANNELS[m]])
     out["label"] = tf.cast(example["label"], tf.int32)
