@@ -164,21 +164,6 @@ def test_a_video_read_in_segments_is_the_video_read_whole(tmp_path):
         np.testing.assert_array_equal(np.concatenate(chunks), whole)
 
 
-def write_frames(path, frames, fps=25):
-    """An MPEG-4 file of uint8 frames [T, H, W, 3] (near lossless)."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"qscale": "1"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def test_rgb_and_flow_in_one_run_are_each_stream_on_the_window_alone(tiny_checkpoint, tmp_path,
                                                                      capsys):
     """With flow, a window at s covers frames s..s+stack-1 in RGB and the TV-L1 flow
@@ -188,7 +173,7 @@ def test_rgb_and_flow_in_one_run_are_each_stream_on_the_window_alone(tiny_checkp
     from i3d_jax.features import FlowOnDevices, WindowFeatures, decoded_chunks, extract_dataset
     from i3d_jax.flow import TVL1Params, flow_to_network, tvl1_flow
     from i3d_jax.inference import LoadedModel
-    from i3d_jax.video import to_network_range
+    from i3d_jax.video import to_network_range, write_mp4
     from test_flow import SMALL, moving_texture
 
     rgb_path, rgb_model, rgb_variables = tiny_checkpoint
@@ -201,7 +186,7 @@ def test_rgb_and_flow_in_one_run_are_each_stream_on_the_window_alone(tiny_checkp
         num_classes=5, width_multiplier=0.125, stream="flow", in_channels=2))
     video = tmp_path / "videos" / "moving.mp4"
     video.parent.mkdir()
-    write_frames(video, moving_texture(12))  # 48x40, 1.5 px a frame
+    write_mp4(video, moving_texture(12), 25)  # 48x40, 1.5 px a frame
 
     # The CLI's stream choices, checked before any video is read.
     base = ["features", str(video), "--out-dir", str(tmp_path / "cli")]
