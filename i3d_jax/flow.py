@@ -400,14 +400,17 @@ def tvl1_pairs(prev, next, params: TVL1Params = TVL1Params()):  # noqa: A002 (th
     return jax.vmap(one_pair)(prev.astype(jnp.float32), next.astype(jnp.float32))
 
 
-def tvl1_flow(frames, *, batch_size: int = 16, progress: bool = False, **params) -> np.ndarray:
+def tvl1_flow(frames, *, batch_size: int = 16, progress: bool = False, sharding=None,
+              **params) -> np.ndarray:
     """TV-L1 flow between consecutive frames: [T-1, H, W, 2] float32 pixels.
 
     frames: uint8 or float ([0, 1]) frames [T, H, W] (gray) or [T, H, W, 3]
     (RGB, converted to gray like OpenCV's cvtColor RGB2GRAY). `params` are
     `TVL1Params` fields (OpenCV's defaults when left out). Pairs run
     `batch_size` at a time; the last batch is padded to the same size so the
-    compiled function is reused. `progress` shows a tqdm bar on stderr.
+    compiled function is reused. With `sharding` (a jax.sharding.Sharding over
+    devices, splitting the batch), each batch is placed by it and keeps its
+    size however few pairs there are. `progress` shows a tqdm bar on stderr.
     """
     settings = TVL1Params(**params)
     if batch_size < 1:
@@ -416,7 +419,12 @@ def tvl1_flow(frames, *, batch_size: int = 16, progress: bool = False, **params)
     if gray.shape[0] < 2:
         raise ValueError(f"need at least 2 frames for flow, got frames of shape {np.shape(frames)}")
     pairs = gray.shape[0] - 1
-    batch_size = min(batch_size, pairs)
+    if sharding is None:
+        batch_size = min(batch_size, pairs)
+
+    def place(batch):
+        return jnp.asarray(batch) if sharding is None else jax.device_put(batch, sharding)
+
     flow = np.empty((pairs, *gray.shape[1:], 2), np.float32)
     bar = None
     if progress:
@@ -432,7 +440,7 @@ def tvl1_flow(frames, *, batch_size: int = 16, progress: bool = False, **params)
 
     for start in range(0, pairs, batch_size):
         index = np.minimum(np.arange(start, start + batch_size), pairs - 1)
-        result = tvl1_pairs(jnp.asarray(gray[index]), jnp.asarray(gray[index + 1]), settings)
+        result = tvl1_pairs(place(gray[index]), place(gray[index + 1]), settings)
         if pending is not None:
             collect(*pending)
         pending = (start, min(batch_size, pairs - start), result)

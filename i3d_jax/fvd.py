@@ -227,22 +227,17 @@ class VideoSetStatistics:
         path = Path(path)
         arrays = {"mu": np.asarray(self.mu, np.float64),
                   "sigma": np.asarray(self.sigma, np.float64)}
-        if self.num_videos is not None:
-            arrays["num_videos"] = np.int64(self.num_videos)
-        if self.frames is not None:
-            arrays["frames"] = np.int64(self.frames)
-        if self.resolution is not None:
-            arrays["resolution"] = np.asarray(self.resolution, np.int64)
-        if self.embedding is not None:
-            arrays["embedding"] = np.str_(self.embedding)
-        if self.weights is not None:
-            arrays["weights"] = np.str_(self.weights)
-        if self.protocol is not None:
-            arrays["protocol"] = np.str_(self.protocol)
-        if self.frame_stride is not None:
-            arrays["frame_stride"] = np.int64(self.frame_stride)
-        if self.embeddings is not None:
-            arrays["embeddings"] = np.asarray(self.embeddings, np.float32)
+        optional = {"num_videos": (self.num_videos, np.int64),
+                    "frames": (self.frames, np.int64),
+                    "resolution": (self.resolution, lambda v: np.asarray(v, np.int64)),
+                    "embedding": (self.embedding, np.str_),
+                    "weights": (self.weights, np.str_),
+                    "protocol": (self.protocol, np.str_),
+                    "frame_stride": (self.frame_stride, np.int64),
+                    "embeddings": (self.embeddings, lambda v: np.asarray(v, np.float32))}
+        for key, (value, convert) in optional.items():
+            if value is not None:
+                arrays[key] = convert(value)
         write_atomically(path, lambda f: np.savez(f, **arrays))
 
     @classmethod

@@ -210,8 +210,6 @@ def _clip_rule(args, real: bool) -> ClipRule | None:
 def _protocol_clips(source: VideoSet, rule: ClipRule, dropped: list):
     """(name, clip) of `rule.frames` frames `rule.stride` apart from each video, the
     first `rule.max_videos` that are long enough; the short ones named in `dropped`."""
-    import numpy as np
-
     rng = np.random.default_rng(rule.seed)
     span = rule.frames * rule.stride
     kept = 0
