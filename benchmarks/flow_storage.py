@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,32 +23,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DEFAULT_REFERENCE_DIR = REPO.parent / "shared" / "reference"
-
-
-def decode_rate(decode, encoded, repeats: int = 3) -> float:
-    """Frames/s of `decode` over `encoded` (a list of items) in one tf.function."""
-    import tensorflow as tf
-
-    items = [tf.constant(e) for e in zip(*encoded)] if isinstance(encoded[0], tuple) \
-        else [tf.constant(encoded)]
-    count = len(encoded)
-
-    @tf.function
-    def run():
-        def body(i, total):
-            frame = decode(*[item[i] for item in items])
-            return i + 1, total + tf.reduce_sum(tf.cast(frame[0, 0], tf.int32))
-        return tf.while_loop(lambda i, _: i < count, body, (0, 0), parallel_iterations=1)[1]
-
-    run()
-    best = min(_timed(run) for _ in range(repeats))
-    return count / best
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn().numpy()
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> int:
@@ -69,7 +42,7 @@ def main(argv=None) -> int:
     import jax
     from PIL import Image, ImageSequence
 
-    from benchmarks.machine import machine_record
+    from benchmarks.machine import machine_record, tf_decode_rate
     from i3d_jax.convert.pytorch_i3d import convert_pytorch_i3d
     from i3d_jax.models import build_model
 
@@ -95,7 +68,7 @@ def main(argv=None) -> int:
     assert np.array_equal(png_decoded, flow)  # lossless
     results = {"frames": int(len(flow)), "frame_size": list(flow.shape[1:3]),
                "png": {"bytes_per_frame": round(float(np.mean([len(p) for p in png]))),
-                       "decode_frames_per_second": round(decode_rate(
+                       "decode_frames_per_second": round(tf_decode_rate(
                            lambda b: tf.io.decode_png(b, channels=0), png), 1),
                        "logits_relative_error": 0.0},
                "machine": machine_record()}
@@ -107,7 +80,7 @@ def main(argv=None) -> int:
         error = np.abs(logits(decoded) - reference).max() / np.abs(reference).max()
         results[f"jpeg_q{quality}"] = {
             "bytes_per_frame": round(float(np.mean([len(a) + len(b) for a, b in pairs]))),
-            "decode_frames_per_second": round(decode_rate(
+            "decode_frames_per_second": round(tf_decode_rate(
                 lambda x, y: tf.concat([tf.io.decode_jpeg(x, channels=1),
                                         tf.io.decode_jpeg(y, channels=1)], -1), pairs), 1),
             "pixel_max_abs_error": int(np.abs(decoded.astype(int) - flow).max()),

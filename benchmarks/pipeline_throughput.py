@@ -168,39 +168,27 @@ def decode_limit(builder, modalities, crop_size: int, num_frames: int,
     import tensorflow as tf
     from PIL import Image
 
+    from benchmarks.machine import tf_decode_rate
+
     result, seconds_per_clip = {}, 0.0
     for modality in modalities:
         frames = encoded_frames(builder, modality)
-        encoded = tf.constant(frames)
         if modality == "rgb":
             height, width = tf.io.extract_jpeg_shape(frames[0]).numpy()[:2]
         else:
             height, width = tf.io.decode_png(frames[0], channels=0).shape[:2]
         rng = np.random.default_rng(0)
-        windows = tf.constant(np.stack([rng.integers(0, height - crop_size + 1, len(frames)),
-                                        rng.integers(0, width - crop_size + 1, len(frames)),
-                                        np.full(len(frames), crop_size),
-                                        np.full(len(frames), crop_size)], 1).astype(np.int32))
-
-        @tf.function
-        def decode_all(encoded=encoded, windows=windows, modality=modality):
-            def body(i, total):
-                if modality == "rgb":
-                    frame = tf.io.decode_and_crop_jpeg(encoded[i], windows[i], channels=3)
-                else:
-                    frame = tf.io.decode_png(encoded[i], channels=0)
-                return i + 1, total + tf.reduce_sum(tf.cast(frame[0, 0], tf.int32))
-
-            return tf.while_loop(lambda i, _: i < len(frames), body, (0, 0),
-                                 parallel_iterations=1)[1]
-
-        decode_all()  # trace
-        timings = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            decode_all().numpy()
-            timings.append(time.perf_counter() - start)
-        frames_per_second = len(frames) / min(timings)
+        windows = np.stack([rng.integers(0, height - crop_size + 1, len(frames)),
+                            rng.integers(0, width - crop_size + 1, len(frames)),
+                            np.full(len(frames), crop_size),
+                            np.full(len(frames), crop_size)], 1).astype(np.int32)
+        if modality == "rgb":
+            frames_per_second = tf_decode_rate(
+                lambda b, w: tf.io.decode_and_crop_jpeg(b, w, channels=3),
+                list(zip(frames, windows)), repeats)
+        else:
+            frames_per_second = tf_decode_rate(lambda b: tf.io.decode_png(b, channels=0),
+                                               frames, repeats)
         seconds_per_clip += num_frames / frames_per_second
         entry = {"frames": len(frames), "frame_size": [int(height), int(width)],
                  "mean_bytes_per_frame": round(float(np.mean([len(f) for f in frames]))),
