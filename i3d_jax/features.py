@@ -120,8 +120,7 @@ class WindowFeatures:
         self._devices = self._mesh.devices.size
         self._batch = -(-self.batch_size // self._devices) * self._devices
         self._variables = jax.device_put(self.loaded.variables)
-        self._sharding = jax.sharding.NamedSharding(
-            self._mesh, jax.sharding.PartitionSpec(self._mesh.axis_names))
+        self._sharding = sharding.batch_sharding(self._mesh)
 
         @jax.jit
         def run(variables, clips):
@@ -184,8 +183,7 @@ class FlowOnDevices:
         self._params = dataclasses.asdict(self.params or TVL1Params())
         mesh = sharding.make_mesh(-1, 1, jax.local_devices())
         self._batch = self.pairs_per_device * mesh.devices.size
-        self._sharding = jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec(mesh.axis_names))
+        self._sharding = sharding.batch_sharding(mesh)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """[T - 1, H, W, 2] flow in pixels of uint8 frames [T, H, W, 3]."""
