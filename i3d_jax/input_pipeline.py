@@ -286,21 +286,23 @@ def _resized(frames, modality, height, width, short_side):
     return out, new_h, new_w
 
 
-def _to_network(frames, modality, flipped, dtype):
-    """uint8 (or float 0..255) -> [-1, 1]; on a flip, flow's x component changes sign.
-    For dtype uint8 the frames stay 0..255 (resized ones rounded) and a flipped flow's x
-    becomes 255 - x, which is exactly -x once scaled (`streams.network_range`)."""
+def _to_network(frames, dtype):
+    """uint8 (or float 0..255) -> [-1, 1] in `dtype`; for dtype uint8 the frames stay
+    0..255 (resized ones rounded) and the steps scale them (`streams.network_range`)."""
     if dtype == tf.uint8:
-        x = frames if frames.dtype == tf.uint8 else tf.cast(tf.round(frames), tf.uint8)
-        if modality == "flow":
-            x = tf.cond(flipped, lambda: tf.concat([255 - x[..., :1], x[..., 1:]], axis=-1),
-                        lambda: x)
-        return x
-    x = tf.cast(frames, tf.float32) * (2.0 / 255.0) - 1.0
+        return frames if frames.dtype == tf.uint8 else tf.cast(tf.round(frames), tf.uint8)
+    return tf.cast(tf.cast(frames, tf.float32) * (2.0 / 255.0) - 1.0, dtype)
+
+
+def _flipped(clip, modality):
+    """A network-ready clip mirrored left to right; flow's x changes sign (in uint8,
+    255 - x, which is exactly -x once scaled)."""
+    if modality == "flow" and clip.dtype == tf.uint8:
+        return _flip_flow_uint8(clip)
+    mirrored = _flip_left_right(clip)
     if modality == "flow":
-        sign = tf.where(flipped, tf.constant([-1.0, 1.0]), tf.constant([1.0, 1.0]))
-        x = x * sign
-    return tf.cast(x, dtype)
+        mirrored = mirrored * tf.constant([-1.0, 1.0], clip.dtype)
+    return mirrored
 
 
 def _flip_left_right(frames):
@@ -360,12 +362,8 @@ def train_clip(example, seed, options: ClipOptions, flip: bool = True):
             frames, _, _ = _resized(_decode_frames(selected[m], m), m, height, width,
                                     options.resize_short_side)
             frames = frames[:, top:top + size, left:left + size]
-        if m == "flow" and frames.dtype == tf.uint8 and dtype == tf.uint8:
-            frames = tf.cond(flipped, lambda f=frames: _flip_flow_uint8(f), lambda f=frames: f)
-            network = frames  # already mirrored with x negated
-        else:
-            frames = tf.cond(flipped, lambda f=frames: _flip_left_right(f), lambda f=frames: f)
-            network = _to_network(frames, m, flipped, dtype)
+        network = _to_network(frames, dtype)
+        network = tf.cond(flipped, lambda c=network, m=m: _flipped(c, m), lambda c=network: c)
         out[m] = tf.ensure_shape(network,
                                  [options.sampling(m).num_frames, size, size, CHANNELS[m]])
     out["label"] = tf.cast(example["label"], tf.int32)
@@ -427,7 +425,7 @@ def eval_views(example, options: ClipOptions, *, num_clips: int, num_crops: int,
                  for c in range(num_crops)]
         views = tf.reshape(tf.stack(views, axis=1),
                            [num_clips * num_crops, clip_frames, size, size, CHANNELS[m]])
-        out[m] = _to_network(views, m, tf.constant(False), dtype)
+        out[m] = _to_network(views, dtype)
     out["label"] = tf.cast(example["label"], tf.int32)
     out["video_id"] = example["video_id"]
     out["mask"] = tf.constant(True)
