@@ -133,31 +133,40 @@ TRAINING_CHECKPOINTS = "checkpoints"
 class InputIteratorHandler(ocp.CheckpointHandler):
     """Each process's input position: its tf.data iterator's own checkpoint
     (Orbax has no tf.data handler), `process_{index}/iterator.*` in the item,
-    and `processes.json`, how many processes wrote it. A run with another
-    number of processes reads its data in other parts, so it cannot take up
-    those positions: its stream starts again from the seed, and says so."""
+    and `processes.json`, how many processes wrote it. The training stream is
+    one global order whatever the process count (`input_pipeline.train_dataset`),
+    so a run with another number of processes takes up the last process's
+    position, the end of the last global batch, and continues the same stream."""
 
-    def _prefix(self, directory):
-        return Path(directory) / f"process_{jax.process_index()}" / "iterator"
+    # Positions in the global order; earlier checkpoints (no "order") are positions in
+    # each process's own part of the split, a pipeline that no longer exists.
+    ORDER = "global"
+
+    def _prefix(self, directory, process_index):
+        return Path(directory) / f"process_{process_index}" / "iterator"
 
     def save(self, directory, args: "InputIteratorArgs"):
-        args.iterator.save(self._prefix(directory))
+        args.iterator.save(self._prefix(directory, jax.process_index()))
         if jax.process_index() == 0:
             (Path(directory) / "processes.json").write_text(
-                json.dumps({"process_count": jax.process_count()}))
+                json.dumps({"process_count": jax.process_count(), "order": self.ORDER}))
 
     def restore(self, directory, args: "InputIteratorArgs" = None):
         record = Path(directory) / "processes.json"
-        saved = json.loads(record.read_text())["process_count"] if record.exists() else None
-        if saved != jax.process_count():
-            log.warning("%s: the input positions were saved by %s processes and this run has "
-                        "%d; the data stream starts again from the config's seed", directory,
-                        saved, jax.process_count())
+        saved = json.loads(record.read_text()) if record.exists() else {}
+        count = saved.get("process_count")
+        if saved.get("order") != self.ORDER:
+            log.warning("%s: the input positions were saved by an earlier input pipeline "
+                        "(each process reading its own part of the data); the data stream "
+                        "starts again from the config's seed", directory)
             return args.iterator
-        prefix = self._prefix(directory)
+        process = jax.process_index() if count == jax.process_count() else count - 1
+        prefix = self._prefix(directory, process)
         if not prefix.with_name(prefix.name + ".index").exists():
-            raise FileNotFoundError(
-                f"{directory}: no input position for process {jax.process_index()}")
+            raise FileNotFoundError(f"{directory}: no input position for process {process}")
+        if process != jax.process_index():
+            log.info("%s: input position of process %d of %d, continued by %d processes",
+                     directory, process, count, jax.process_count())
         args.iterator.restore(prefix)
         return args.iterator
 

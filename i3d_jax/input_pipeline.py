@@ -6,8 +6,15 @@ each stream may sample its own frames, `ClipOptions.per_stream`), a
 random `crop_size` square, and a left-right flip half of the time. RGB and
 flow always get the same frames, crop and flip (flipping flow negates its x
 channel): every random choice for an example comes from one stateless seed,
-derived from the pipeline seed, the process and the example's position in
-the stream, so the stream is reproducible from the seed.
+derived from the pipeline seed and the example's position in one global
+order of the split, so the stream is reproducible from the seed. That order
+does not depend on the number of processes: each process reads every record
+of the split in the order the seed gives and keeps its share of each global
+batch (process p of n: rows p*B to (p+1)*B - 1 of every n*B), so a run on
+2 hosts trains on the global batches of a run on 1, and a checkpointed
+position continues on any number of hosts. The cost: every process reads
+(but neither parses nor decodes) the records of the others, n times the
+bytes from storage in all (`docs/data.md`).
 
 Evaluation (`eval_dataset`): every video once, either whole (up to
 `max_frames`, looped when shorter, centre crop) or as `num_clips` evenly
@@ -27,7 +34,8 @@ a quarter of the bytes to convert, batch, copy and hold on the host.
 
 `DatasetIterator.save` / `.restore` checkpoint the position in the stream
 (TF's symbolic iterator checkpoints: a few KB plus the shuffle buffer); each
-process saves its own.
+process saves its own, and the last process's restores into any process of
+a run with any process count (`train_dataset`).
 """
 from __future__ import annotations
 
@@ -172,16 +180,47 @@ def _check_modalities(builder, modalities):
                          f"{sorted(builder.info.features)}); build a *_flow config for flow")
 
 
-def _read(builder, split, *, modalities, shuffle, seed):
+def _decoders(builder, modalities):
     # Parse only what the clips need, and leave frames encoded: a clip
     # decodes just its own frames, and only its crop of each JPEG.
     wanted = [FEATURE[m] for m in modalities] + ["label", "video_id"]
-    decoders = tfds.decode.PartialDecoding(
+    return tfds.decode.PartialDecoding(
         {name: builder.info.features[name] for name in wanted},
         decoders={FEATURE[m]: tfds.decode.SkipDecoding() for m in modalities})
-    read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
-    return builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
-                              decoders=decoders)
+
+
+def _read(builder, split, *, modalities):
+    """`split`'s examples in the order of its files (frames left encoded)."""
+    return builder.as_dataset(split=split, shuffle_files=False,
+                              read_config=tfds.ReadConfig(try_autocache=False),
+                              decoders=_decoders(builder, modalities))
+
+
+def global_records(builder, split: str, *, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    """`split`'s serialized examples, endlessly, in one order given by `seed` alone:
+    each epoch's files in a seeded order, read 16 at a time record by record, through
+    a `shuffle_buffer` shuffle. The records stay unparsed so that a process can drop the
+    ones it does not keep for the price of reading them."""
+    if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+        raise ValueError(f"{builder.info.full_name} in {builder.data_dir} is stored as "
+                         f"{builder.info.file_format.value}; training reads TFRecord files "
+                         "(build it with the default file format)")
+    instructions = builder.info.splits[split].file_instructions
+    files = tf.data.Dataset.from_tensor_slices((
+        [os.fspath(i.filename) for i in instructions],
+        tf.constant([i.skip for i in instructions], tf.int64),
+        tf.constant([i.take for i in instructions], tf.int64)))
+    files = files.shuffle(len(instructions), seed=seed, reshuffle_each_iteration=True)
+    records = files.interleave(
+        lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take),
+        # Sequential: TF 2.21 restores a parallel interleave under a shuffle from a
+        # symbolic checkpoint only sometimes ("Expected 1 components but got 0").
+        # Reading records is cheap beside decoding them from local disk; from remote
+        # storage, measure before raising a run's thread count.
+        cycle_length=min(16, len(instructions)), block_length=1)
+    if shuffle_buffer > 1:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return records.repeat()  # each epoch whole, and in its own order
 
 
 # --------------------------------------------------------------------------
@@ -441,16 +480,19 @@ def _options(threads: int | None):
     options.deterministic = True
     # Checkpoints keep positions, not the decoded clips in flight.
     options.experimental_symbolic_checkpoint = True
+    # TF 2.21 saves a fused shuffle-and-repeat over an interleave without the
+    # interleave's open files: restoring fails ("Failed to restore ...
+    # ShuffleAndRepeat::Interleave[0]::FiniteTake") or the save never returns.
+    options.experimental_optimization.shuffle_and_repeat_fusion = False
     if threads:
         options.threading.private_threadpool_size = threads
     return options
 
 
-def example_seed(seed: int, process_index: int, position):
-    """The stateless seed [2] of the example at `position` of a process's stream."""
-    base = tf.random.experimental.stateless_fold_in(
-        tf.constant([seed, 0], tf.int64), tf.cast(process_index, tf.int64))
-    return tf.random.experimental.stateless_fold_in(base, tf.cast(position, tf.int64))
+def example_seed(seed: int, position):
+    """The stateless seed [2] of the example at `position` of the global order."""
+    return tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64),
+                                                   tf.cast(position, tf.int64))
 
 
 def train_dataset(dataset, *, batch_size: int, options: ClipOptions = ClipOptions(),
@@ -458,20 +500,26 @@ def train_dataset(dataset, *, batch_size: int, options: ClipOptions = ClipOption
                   flip: bool = True, process_index: int | None = None,
                   process_count: int | None = None, threads: int | None = None,
                   prefetch: int = 2) -> tf.data.Dataset:
-    """Endless training batches (per process: `batch_size` clips), reproducible from `seed`."""
+    """Endless training batches, this process's `batch_size` rows of each global batch
+    of `batch_size` x `process_count` clips; the global batches depend on `seed` only.
+
+    The iterator's checkpoint (`DatasetIterator.save`) is where the global order
+    stood after this process's last row. The last process's is at the end of a global
+    batch: it restores into every process of a run with any process count (the same
+    dataset, options, seed and global batch), and the stream continues with the next
+    global batch. (The others' are inside one: they restore only into themselves.)"""
     builder = get_builder(dataset, data_dir)
     _check_modalities(builder, options.modalities)
     process_index, process_count = _process_info(process_index, process_count)
-    split = process_split(split, process_index, process_count)
-    ds = _read(builder, split, modalities=options.modalities, shuffle=True,
-               seed=seed * 1_000_003 + process_index)
-    if shuffle_buffer > 1:
-        ds = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + process_index,
-                        reshuffle_each_iteration=True)
-    ds = ds.repeat().enumerate()
+    features = _decoders(builder, options.modalities)
+    decoders, features = features.decoders, features.extract_features(builder.info.features)
+    global_batch = batch_size * process_count
+    ds = global_records(builder, split, seed=seed, shuffle_buffer=shuffle_buffer).enumerate()
+    ds = ds.filter(lambda position, _: position % global_batch // batch_size == process_index)
 
-    def transform(position, example):
-        return train_clip(example, example_seed(seed, process_index, position), options, flip)
+    def transform(position, record):
+        example = features.deserialize_example(record, decoders=decoders)
+        return train_clip(example, example_seed(seed, position), options, flip)
 
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
@@ -505,7 +553,7 @@ def eval_dataset(dataset, *, batch_size: int, options: ClipOptions = ClipOptions
     steps = eval_num_steps(builder, split, batch_size, process_count)
     own_split = process_split(split, process_index, process_count)
     count = builder.info.splits[own_split].num_examples
-    ds = _read(builder, own_split, modalities=options.modalities, shuffle=False, seed=0)
+    ds = _read(builder, own_split, modalities=options.modalities)
     ds = ds.map(lambda e: eval_views(e, options, num_clips=num_clips, num_crops=num_crops,
                                      whole_video_frames=whole_video_frames),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

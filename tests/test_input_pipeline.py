@@ -176,14 +176,48 @@ def test_same_seed_same_stream_other_seed_other_stream(coordinates):
     assert any(not np.array_equal(a["rgb"], b["rgb"]) for a, b in zip(first, other))
 
 
-def test_each_process_reads_its_own_videos(coordinates):
-    seen = []
-    for process in range(2):
-        labels = np.concatenate([b["label"] for b in train_batches(
-            coordinates, 5, process_index=process, process_count=2)])
-        seen.append(set(labels.tolist()))
-    assert not seen[0] & seen[1]
-    assert seen[0] | seen[1] == set(range(len(LENGTHS)))
+def side_by_side(batches_of_each_process):
+    """The global batches of n processes' streams: their batches concatenated in order."""
+    return [{k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+            for parts in zip(*batches_of_each_process)]
+
+
+def assert_same_batches(expected, got):
+    assert len(expected) == len(got)
+    for want, have in zip(expected, got):
+        for key in want:
+            np.testing.assert_array_equal(want[key], have[key], err_msg=key)
+
+
+def test_the_global_batches_do_not_depend_on_the_process_count(coordinates):
+    # 8 clips a global batch from a 7-video split: epochs straddle batches.
+    one = train_batches(coordinates, 4, batch_size=8, shuffle_buffer=4)
+    for count in (2, 4):
+        assert_same_batches(one, side_by_side([train_batches(
+            coordinates, 4, batch_size=8 // count, shuffle_buffer=4, process_index=p,
+            process_count=count) for p in range(count)]))
+    labels = np.concatenate([b["label"] for b in one])
+    assert set(labels[:7].tolist()) == set(range(len(LENGTHS)))  # the first epoch is whole
+
+
+def test_the_last_process_position_continues_on_any_process_count(coordinates, tmp_path):
+    def pipeline(index, count):
+        return ip.DatasetIterator(ip.train_dataset(
+            coordinates, batch_size=6 // count, options=OPTIONS, seed=3, shuffle_buffer=4,
+            process_index=index, process_count=count))
+
+    uninterrupted = pipeline(0, 1)
+    expected = [next(uninterrupted) for _ in range(5)][3:]
+    last = pipeline(1, 2)  # the last of a 2-process run, saved after 3 global batches
+    for _ in range(3):
+        next(last)
+    prefix = last.save(tmp_path / "process_1" / "step_3")
+    for count in (1, 2, 3):
+        resumed = [pipeline(p, count) for p in range(count)]
+        for iterator in resumed:
+            iterator.restore(prefix)
+        assert_same_batches(expected, side_by_side(
+            [[next(iterator) for _ in range(2)] for iterator in resumed]))
 
 
 def test_iterator_state_restores_the_same_sequence(coordinates, tmp_path):

@@ -1,8 +1,6 @@
 """Two processes x 4 CPU devices over localhost (gloo) train as one process x 8
-devices does, and their checkpoint resumes in a single process.
-
-The single-process reference is fed the two processes' streams side by side (the
-global batch the two-process run assembles), so both runs see the same clips.
+devices does, on the same global batches (the input's order does not depend on the
+process count), and their checkpoint continues the same stream in a single process.
 """
 import json
 import socket
@@ -59,61 +57,51 @@ def two_process_run(tiny_data_dir, compile_cache, tmp_path_factory):
     return workdir, logs
 
 
-def test_two_processes_give_the_losses_of_one(two_process_run, tiny_data_dir, tmp_path,
-                                              monkeypatch):
+ONE_PROCESS = {"model.architecture": "conv3d", "total_steps": 4, "checkpoint_every_steps": 3,
+               "batch_norm": "frozen"}
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tiny_data_dir, tmp_path_factory):
+    """The same job uninterrupted in this process (8 devices), one step further."""
+    from i3d_jax import sharding
+    from i3d_jax.train import loop as train
+
+    assert sharding.data_parallel_size(sharding.make_mesh(-1, 1)) == 8
+    workdir = tmp_path_factory.mktemp("one_process") / "run"
+    train.train_and_evaluate(tiny_config(tiny_data_dir, **ONE_PROCESS), workdir)
+    return train_rows(workdir)
+
+
+def test_two_processes_give_the_losses_of_one(two_process_run, one_process_run):
     workdir, logs = two_process_run
     assert "step 3/3" in logs[0] and "step 3/3" not in logs[1]  # process 0 speaks for both
     assert (workdir / "checkpoints" / "3" / "input" / "process_1").is_dir()
-
-    from i3d_jax import sharding
-
-    from i3d_jax.train import loop as train  # the loop's own names are patched
-    from i3d_jax.input_pipeline import DatasetIterator, train_dataset
-
-    def both_processes_streams(run):
-        config = run.config
-        streams = [DatasetIterator(train_dataset(
-            run.builder, batch_size=config.batch_size // 2, options=train.clip_options(config),
-            split=config.train_split, seed=config.seed, shuffle_buffer=config.input.shuffle_buffer,
-            flip=config.input.flip, process_index=i, process_count=2)) for i in range(2)]
-
-        class SideBySide:
-            def __next__(self):
-                parts = [next(s) for s in streams]
-                return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-            def save(self, prefix):
-                return streams[0].save(prefix)
-
-        return SideBySide()
-
-    monkeypatch.setattr(train, "_train_iterator", both_processes_streams)
-    config = tiny_config(tiny_data_dir, **{"model.architecture": "conv3d", "total_steps": 3,
-                                           "checkpoint_every_steps": 3,
-                                           "batch_norm": "frozen"})
-    assert sharding.data_parallel_size(sharding.make_mesh(-1, 1)) == 8
-    train.train_and_evaluate(config, tmp_path)
-    np.testing.assert_allclose([r["loss"] for r in train_rows(workdir)],
-                               [r["loss"] for r in train_rows(tmp_path)], rtol=1e-5)
+    two = train_rows(workdir)
+    assert [r["step"] for r in two] == [1, 2, 3]
+    np.testing.assert_allclose([r["loss"] for r in two],
+                               [r["loss"] for r in one_process_run[:3]], rtol=1e-5)
 
 
-def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, tiny_data_dir,
-                                                         tmp_path):
+def test_a_two_process_checkpoint_continues_the_stream_in_one_process(
+        two_process_run, one_process_run, tiny_data_dir, tmp_path, caplog):
+    import logging
     import shutil
 
     from i3d_jax import checkpoints
 
-    from i3d_jax.train import loop as train  # the loop's own names are patched
+    from i3d_jax.train import loop as train
 
     workdir = tmp_path / "resumed"
     shutil.copytree(two_process_run[0], workdir)
-    config = tiny_config(tiny_data_dir, **{"model.architecture": "conv3d", "total_steps": 4,
-                                           "checkpoint_every_steps": 3,
-                                           "batch_norm": "frozen"})
-    train.train_and_evaluate(config, workdir)
+    with caplog.at_level(logging.INFO, logger="i3d_jax.checkpoints"):
+        train.train_and_evaluate(tiny_config(tiny_data_dir, **ONE_PROCESS), workdir)
+    assert "input position of process 1 of 2, continued by 1 processes" in caplog.text
     assert checkpoints.training_manager(workdir, read_only=True).latest_step() == 4
     rows = train_rows(workdir)
-    assert [r["step"] for r in rows] == [1, 2, 3, 4] and np.isfinite(rows[-1]["loss"])
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    # Step 4's batch is the uninterrupted run's: the stream went on, not again.
+    np.testing.assert_allclose(rows[-1]["loss"], one_process_run[-1]["loss"], rtol=1e-5)
 
 
 def test_bad_multihost_flags_are_refused_before_any_training(tmp_path, compile_cache):
