@@ -31,8 +31,26 @@ def network_range(frames):
     return frames.astype(jnp.float32) * (2.0 / 255.0) - 1.0
 
 
+def mirrored(frames, flip, stream):
+    """Clips [B, T, H, W, C] in [-1, 1] mirrored left to right where `flip` [B] is
+    set, a flow's x negated with them: the flip the input pipeline leaves to the
+    device (`ClipOptions.flip_on_device`)."""
+    import jax.numpy as jnp
+
+    flip = flip.reshape(-1, *([1] * (frames.ndim - 1)))
+    out = jnp.where(flip, frames[:, :, :, ::-1], frames)
+    if stream == "flow":
+        out = out * jnp.where(flip, jnp.array([-1.0, 1.0], out.dtype), 1.0)
+    return out
+
+
 def model_inputs(batch, stream_names):
-    """One stream's array, or {"rgb", "flow"} for a model fed several, in [-1, 1]."""
+    """One stream's array, or {"rgb", "flow"} for a model fed several, in [-1, 1];
+    mirrored where the batch's `flip` says."""
+    def stream(s):
+        frames = network_range(batch[s])
+        return frames if "flip" not in batch else mirrored(frames, batch["flip"], s)
+
     if len(stream_names) == 1:
-        return network_range(batch[stream_names[0]])
-    return {s: network_range(batch[s]) for s in stream_names}
+        return stream(stream_names[0])
+    return {s: stream(s) for s in stream_names}

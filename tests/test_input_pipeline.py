@@ -373,25 +373,36 @@ def test_per_stream_sampling_must_name_a_modality():
 
 
 def test_uint8_clips_scaled_on_the_device_are_the_float_clips(coordinates):
-    """The trainer's uint8 batches (flow's x already negated on a flip), scaled by the
-    steps' `network_range`, equal the float32 pipeline's, train and eval, bit for bit."""
+    """The trainer's uint8 batches, unmirrored with a `flip` flag, scaled and mirrored
+    by the steps' `model_inputs`, equal the float32 pipeline's (mirrored on the host),
+    and so do uint8 batches mirrored on the host (flow's x as 255 - x); train and eval."""
     import dataclasses
 
     import jax
 
-    from i3d_jax.streams import network_range
+    from i3d_jax.streams import model_inputs, network_range
 
     as_uint8 = dataclasses.replace(OPTIONS, dtype="uint8")
+    on_device = dataclasses.replace(as_uint8, flip_on_device=True)
     floats = train_batches(coordinates, 3)
     uint8s = train_batches(coordinates, 3, options=as_uint8)
+    unmirrored = train_batches(coordinates, 3, options=on_device)
     scale = jax.jit(network_range)
+    steps_inputs = jax.jit(lambda batch: model_inputs(batch, ("rgb", "flow")))
     flipped = 0
-    for f, u in zip(floats, uint8s):
+    for f, u, d in zip(floats, uint8s, unmirrored):
+        inputs = steps_inputs(d)
         for m in ("rgb", "flow"):
-            assert u[m].dtype == np.uint8 and f[m].dtype == np.float32
+            assert u[m].dtype == d[m].dtype == np.uint8 and f[m].dtype == np.float32
             np.testing.assert_allclose(np.asarray(scale(u[m])), f[m], rtol=0, atol=1e-6)
-        flipped += int(np.sum(f["rgb"][:, 0, 0, 0, 0] > f["rgb"][:, 0, 0, -1, 0]))
-    assert flipped > 0  # flips were among them
+            np.testing.assert_allclose(np.asarray(inputs[m]), f[m], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(d["label"], f["label"])
+        flipped += int(d["flip"].sum())
+        # The pipeline left the flagged clips as decoded: the float clips mirrored back.
+        as_decoded = np.where(d["flip"][:, None, None, None, None], f["rgb"][:, :, :, ::-1],
+                              f["rgb"])
+        np.testing.assert_allclose(np.asarray(scale(d["rgb"])), as_decoded, rtol=0, atol=1e-6)
+    assert 0 < flipped < 12  # flips were among them, and clips left as they were
     eval_options = {"batch_size": 2, "num_clips": 2, "num_crops": 3, "split": "test"}
     evals_f = next(ip.DatasetIterator(ip.eval_dataset(coordinates, options=OPTIONS,
                                                       **eval_options)[0]))

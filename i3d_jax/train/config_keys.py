@@ -103,8 +103,9 @@ def check_config(config) -> None:
 
 
 def clip_options(config, *, dtype="uint8"):
-    """The pipeline's clips for `config`: uint8 by default, scaled to [-1, 1] inside
-    the jitted steps (`streams.model_inputs`)."""
+    """The pipeline's clips for `config`: uint8 by default, scaled to [-1, 1] and
+    mirrored (the flips the pipeline drew) inside the jitted steps
+    (`streams.model_inputs`)."""
     from i3d_jax.input_pipeline import ClipOptions, StreamSampling
 
     names = streams(config)
@@ -115,5 +116,5 @@ def clip_options(config, *, dtype="uint8"):
     return ClipOptions(num_frames=first.num_frames, stride=first.stride,
                        crop_size=config.input.crop_size,
                        resize_short_side=config.input.resize_short_side, modalities=names,
-                       dtype=dtype, per_stream=per_stream)
+                       dtype=dtype, per_stream=per_stream, flip_on_device=True)
 
