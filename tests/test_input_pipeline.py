@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from i3d_jax import clip_ops
 from i3d_jax import input_pipeline as ip
 from i3d_jax.datasets.video_builder import VideoBuilderConfig, VideoDatasetBuilder, make_example
 
@@ -158,11 +159,11 @@ def test_sample_clip_indices_loop_and_start_range():
 
     starts = set()
     for i in range(300):
-        idx = ip.sample_clip_indices(tf.constant(20), 4, 3, tf.constant([i, 7])).numpy()
+        idx = clip_ops.sample_clip_indices(tf.constant(20), 4, 3, tf.constant([i, 7])).numpy()
         np.testing.assert_array_equal(np.diff(idx), 3)
         starts.add(idx[0])
     assert starts == set(range(0, 20 - 10 + 1))  # the span is 10 frames
-    idx = ip.sample_clip_indices(tf.constant(5), 8, 2, tf.constant([3, 4])).numpy()
+    idx = clip_ops.sample_clip_indices(tf.constant(5), 8, 2, tf.constant([3, 4])).numpy()
     np.testing.assert_array_equal(idx, [0, 2, 4, 1, 3, 0, 2, 4])
 
 
@@ -300,7 +301,7 @@ def test_resizing_scales_flow_vectors():
 
     # 2 px of x flow everywhere; doubling the frame size doubles it.
     flow_u8 = np.full((1, 10, 12, 2), np.round((2.0 + 20) * 255 / 40), np.uint8)
-    resized, h, w = ip._resized(tf.constant(flow_u8), "flow", 10, 12, 20)
+    resized, h, w = clip_ops._resized(tf.constant(flow_u8), "flow", 10, 12, 20)
     assert (int(h), int(w)) == (20, 24)
     pixels = resized.numpy() / 255 * 40 - 20
     np.testing.assert_allclose(pixels, 2 * (np.round(22 * 255 / 40) / 255 * 40 - 20), atol=1e-3)
