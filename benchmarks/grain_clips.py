@@ -8,7 +8,7 @@ the same set (built by TFDS from the same clips, `file_format="array_record"`; t
 `same_frames` compares every stored JPEG of the two copies), then
 
     grain.MapDataset.source(frames).seed(seed).shuffle().repeat()
-        .random_map(RandomClip(64, 224))           # start, crop, flip; Pillow decode
+        .random_map(RandomClip(64, 224))   # start, crop, flip flag; Pillow decode
         .batch(8)  ->  .to_iter_dataset(ReadOptions(num_threads=N))       # threads
                    or .to_iter_dataset(...).mp_prefetch(num_workers=N)    # processes
 
@@ -141,22 +141,22 @@ def open_source(kind: str, data_dir):
 # The clip reader on Grain
 
 
-def decode_crop(jpeg: bytes, top: int, left: int, size: int, flip: bool = False) -> Image.Image:
-    """The `size` square at (top, left) of a JPEG frame, mirrored if `flip`, as an RGB
-    image: Pillow (libjpeg-turbo) decodes the whole frame and `crop` copies the window
-    out before any array is made (cheaper than slicing a whole-frame array); the caller
-    copies it once into its clip (`clip[t] = image`)."""
+def decode_crop(jpeg: bytes, top: int, left: int, size: int) -> Image.Image:
+    """The `size` square at (top, left) of a JPEG frame as an RGB image: Pillow
+    (libjpeg-turbo) decodes the whole frame and `crop` copies the window out before any
+    array is made (cheaper than slicing a whole-frame array); the caller copies it once
+    into its clip (`clip[t] = image`)."""
     image = Image.open(io.BytesIO(jpeg))
     if image.mode != "RGB":
         image = image.convert("RGB")
-    image = image.crop((left, top, left + size, top + size))
-    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else image
+    return image.crop((left, top, left + size, top + size))
 
 
 class RandomClip(grain.transforms.RandomMap):
-    """One training clip, as `input_pipeline.train_clip` makes it: a random start,
-    `num_frames` consecutive frames (short videos loop), a random `crop_size` square, a
-    left-right flip half of the time; uint8 [T, S, S, 3] and an int32 label."""
+    """One training clip, as `input_pipeline.train_clip` makes it for the trainer: a
+    random start, `num_frames` consecutive frames (short videos loop), a random
+    `crop_size` square; uint8 [T, S, S, 3], an int32 label and the flip (half of the
+    time) that the train step applies on the device (`ClipOptions.flip_on_device`)."""
 
     def __init__(self, num_frames: int = 64, crop_size: int = 224, flip: bool = True):
         self.num_frames, self.crop_size, self.flip = num_frames, crop_size, flip
@@ -173,8 +173,8 @@ class RandomClip(grain.transforms.RandomMap):
         flipped = self.flip and rng.random() < 0.5
         clip = np.empty((self.num_frames, size, size, 3), np.uint8)
         for t in range(self.num_frames):
-            clip[t] = decode_crop(frames[(start + t) % count], top, left, size, flipped)
-        return {"rgb": clip, "label": np.int32(example["label"])}
+            clip[t] = decode_crop(frames[(start + t) % count], top, left, size)
+        return {"rgb": clip, "label": np.int32(example["label"]), "flip": np.bool_(flipped)}
 
 
 def clip_dataset(source, *, seed: int, num_frames: int = 64, crop_size: int = 224,
@@ -238,7 +238,8 @@ def our_dataset(builder, *, batch_size: int, seed: int, threads: int, num_frames
     from i3d_jax import input_pipeline
 
     options = input_pipeline.ClipOptions(num_frames=num_frames, crop_size=crop_size,
-                                         modalities=("rgb",), dtype="uint8")
+                                         modalities=("rgb",), dtype="uint8",
+                                         flip_on_device=True)  # as the trainer asks
     return input_pipeline.train_dataset(builder, batch_size=batch_size, options=options,
                                         seed=seed, process_index=0, process_count=1,
                                         threads=threads)

@@ -49,10 +49,11 @@ def time_calls(fn, iters: int) -> list[float]:
     return times
 
 
-def tf_decode_rate(decode, encoded, repeats: int = 3) -> float:
+def tf_decode_rate(decode, encoded, repeats: int = 3, cpu: bool = False):
     """Items/s of `decode` over `encoded` (a list of bytes, or of tuples of per-item
     arguments) one after another inside one tf.function (no Python between items), on
-    however many threads TF was given; the best of `repeats` timed passes."""
+    however many threads TF was given; the best of `repeats` timed passes. `cpu`: also
+    items per CPU-second of the process (its best pass), as (per second, per CPU-second)."""
     import tensorflow as tf
 
     columns = list(zip(*encoded)) if isinstance(encoded[0], tuple) else [encoded]
@@ -68,9 +69,10 @@ def tf_decode_rate(decode, encoded, repeats: int = 3) -> float:
         return tf.while_loop(lambda i, _: i < count, body, (0, 0), parallel_iterations=1)[1]
 
     run()  # trace
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run().numpy()
         best = min(best, time.perf_counter() - start)
-    return count / best
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    return (count / best, count / best_cpu) if cpu else count / best
