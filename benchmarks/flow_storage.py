@@ -33,16 +33,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from benchmarks.machine import limit_tf_threads, machine_record, tf_decode_rate
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf = limit_tf_threads(1)
     tf.config.set_visible_devices([], "GPU")
     import jax
     from PIL import Image, ImageSequence
-
-    from benchmarks.machine import machine_record, tf_decode_rate
     from i3d_jax.convert.pytorch_i3d import convert_pytorch_i3d
     from i3d_jax.models import build_model
 

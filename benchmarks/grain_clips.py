@@ -53,6 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import limit_tf_threads, time_calls  # noqa: E402
+
 DATASET = "video_folder/rgb"
 VERSION_DIR = Path("video_folder") / "rgb" / "1.0.0"
 
@@ -224,31 +226,11 @@ def _absl_flags_parsed():
 # Our reader
 
 
-def _limit_tf(threads: int):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
-def our_dataset(builder, *, batch_size: int, seed: int, threads: int, num_frames: int = 64,
-                crop_size: int = 224):
-    """`input_pipeline.train_dataset` as `benchmarks.pipeline_throughput` times it."""
-    from i3d_jax import input_pipeline
-
-    options = input_pipeline.ClipOptions(num_frames=num_frames, crop_size=crop_size,
-                                         modalities=("rgb",), dtype="uint8",
-                                         flip_on_device=True)  # as the trainer asks
-    return input_pipeline.train_dataset(builder, batch_size=batch_size, options=options,
-                                        seed=seed, process_index=0, process_count=1,
-                                        threads=threads)
-
-
 def _our_iterator(args, threads, seed=0):
+    from benchmarks.pipeline_throughput import trainer_clips
     from i3d_jax import input_pipeline
 
-    return input_pipeline.DatasetIterator(our_dataset(
+    return input_pipeline.DatasetIterator(trainer_clips(
         tfrecord_builder(args.tfrecord_data_dir), batch_size=args.batch_size, seed=seed,
         threads=threads, num_frames=args.num_frames, crop_size=args.crop_size))
 
@@ -289,7 +271,7 @@ def time_batches(iterator, batches: int, warmup: int, batch_size: int) -> dict:
 
 
 def run_ours(args) -> dict:
-    _limit_tf(args.cores)
+    limit_tf_threads(args.cores)
     iterator = _our_iterator(args, args.cores)
     result = {"reader": "tf.data (ours)", "parallelism": "threads", "cores": args.cores,
               **time_batches(iterator, args.batches, args.warmup, args.batch_size)}
@@ -326,25 +308,17 @@ def decode_rates(args) -> dict:
     rng = np.random.default_rng(0)
     windows = list(zip(rng.integers(0, height - args.crop_size + 1, len(frames)),
                        rng.integers(0, width - args.crop_size + 1, len(frames))))
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for data, (top, left) in zip(frames, windows):
-            np.asarray(decode_crop(data, int(top), int(left), args.crop_size))
-        best = min(best, time.perf_counter() - start)
-    pillow = len(frames) / best
+    pillow = len(frames) / min(time_calls(lambda: [
+        np.asarray(decode_crop(data, int(top), int(left), args.crop_size))
+        for data, (top, left) in zip(frames, windows)], 3))
     tf_rate = limit["rgb"]["frames_per_second"]
     other = {}
     try:  # for reference: OpenCV's whole-frame decode (not a dependency of the package)
         import cv2
 
         cv2.setNumThreads(1)
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            for data in frames:
-                cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            best = min(best, time.perf_counter() - start)
+        best = min(time_calls(lambda: [cv2.imdecode(np.frombuffer(data, np.uint8),
+                                                    cv2.IMREAD_COLOR) for data in frames], 3))
         other["opencv_whole_frame_frames_per_second"] = round(len(frames) / best, 1)
     except ImportError:
         pass
@@ -492,7 +466,7 @@ def check_pixels(args) -> dict:
 
 
 def run_checks(args) -> dict:
-    _limit_tf(args.cores)
+    limit_tf_threads(args.cores)
     count = args.check_batches
     result = {"batches_compared": count, "cores": args.cores,
               "tf.data (ours)": check_ours(args, count),

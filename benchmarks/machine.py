@@ -39,6 +39,16 @@ def machine_record() -> dict:
             "platform": platform.platform()}
 
 
+def limit_tf_threads(threads: int):
+    """TensorFlow on `threads` threads for its ops (set before it runs any); returns tf."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return tf
+
+
 def time_calls(fn, iters: int) -> list[float]:
     """Seconds per call; fn must block until its result is ready."""
     times = []

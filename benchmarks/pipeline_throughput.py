@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -106,27 +105,21 @@ def main(argv=None) -> int:
             _write_results(args.json, runs)
         return 0
 
-    threads = args.threads[0]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from benchmarks.machine import limit_tf_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    threads = args.threads[0]
+    limit_tf_threads(threads)
     from i3d_jax import input_pipeline
 
     modalities = tuple(args.modalities[0].split(","))
     builder = _builder(args.dataset, args.data_dir, modalities)
-    # As the trainer asks (`train.clip_options`): uint8, mirrored on the device.
-    options = input_pipeline.ClipOptions(num_frames=args.num_frames, crop_size=args.crop_size,
-                                         modalities=modalities, dtype=args.dtype,
-                                         flip_on_device=args.flip == "device")
     # The limit first: a live pipeline's threads would run beside its loop (its buffers
     # refilling), adding to the process's CPU time.
     limit = decode_limit(builder, modalities, args.crop_size, args.num_frames)
-    dataset = input_pipeline.train_dataset(builder, batch_size=args.batch_size, options=options,
-                                           seed=0, process_index=0, process_count=1,
-                                           threads=threads)
-    iterator = input_pipeline.DatasetIterator(dataset)
+    iterator = input_pipeline.DatasetIterator(trainer_clips(
+        builder, modalities=modalities, batch_size=args.batch_size, threads=threads,
+        num_frames=args.num_frames, crop_size=args.crop_size, dtype=args.dtype,
+        flip_on_device=args.flip == "device"))
     for _ in range(args.warmup):
         next(iterator)
     start, start_cpu = time.perf_counter(), time.process_time()
@@ -160,6 +153,21 @@ def main(argv=None) -> int:
         "flip": args.flip,
     }))
     return 0
+
+
+def trainer_clips(builder, *, modalities=("rgb",), batch_size: int, threads: int, seed: int = 0,
+                  num_frames: int = 64, crop_size: int = 224, dtype: str = "uint8",
+                  flip_on_device: bool = True):
+    """`input_pipeline.train_dataset` as the trainer asks for it (`train.clip_options`:
+    uint8, mirrored on the device), one process, TF's pool at `threads`."""
+    from i3d_jax import input_pipeline
+
+    options = input_pipeline.ClipOptions(num_frames=num_frames, crop_size=crop_size,
+                                         modalities=tuple(modalities), dtype=dtype,
+                                         flip_on_device=flip_on_device)
+    return input_pipeline.train_dataset(builder, batch_size=batch_size, options=options,
+                                        seed=seed, process_index=0, process_count=1,
+                                        threads=threads)
 
 
 def _best_limit(runs) -> None:

@@ -168,10 +168,14 @@ def _check_modalities(builder, modalities):
                          f"{sorted(builder.info.features)}); build a *_flow config for flow")
 
 
+def _wanted_features(modalities):
+    # Only what the clips need, frames left encoded: a clip decodes just its own
+    # frames, and only its crop of each JPEG.
+    return [FEATURE[m] for m in modalities] + ["label", "video_id"]
+
+
 def _decoders(builder, modalities):
-    # Parse only what the clips need, and leave frames encoded: a clip
-    # decodes just its own frames, and only its crop of each JPEG.
-    wanted = [FEATURE[m] for m in modalities] + ["label", "video_id"]
+    wanted = _wanted_features(modalities)
     return tfds.decode.PartialDecoding(
         {name: builder.info.features[name] for name in wanted},
         decoders={FEATURE[m]: tfds.decode.SkipDecoding() for m in modalities})
@@ -190,9 +194,8 @@ def record_parser(builder, modalities):
     `tf.io.parse_single_example` on what the clips need, as TFDS serializes it (a
     video: its encoded frames, a bytes list); TFDS's own `deserialize_example` costs
     a millisecond more per record (natural frames, 1 thread: 1.5 against 0.46 ms)."""
-    wanted = [FEATURE[m] for m in modalities] + ["label", "video_id"]
     spec = {}
-    for name in wanted:
+    for name in _wanted_features(modalities):
         info = builder.info.features[name].get_serialized_info()
         if info.shape == ():
             spec[name] = tf.io.FixedLenFeature([], info.dtype)
