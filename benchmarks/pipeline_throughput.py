@@ -6,7 +6,9 @@ photograph, stored as the Kinetics builder stores frames, built here by
 `benchmarks.natural_frames` when missing; or `synthetic_motion/short_side_256`) and
 times `i3d_jax.input_pipeline.train_dataset` at the paper's training clip, 64 frames
 cropped to 224x224, with TF limited to `--threads` threads (tf.data's private pool and
-TF's op pools), so clips/s / threads is the per-core figure.
+TF's op pools), so clips/s / threads is the per-core figure. As the trainer, it first
+keeps freed memory in the process for reuse (`i3d_jax.host_memory`; `--host_memory
+system` leaves glibc's defaults, `keep system` times both).
 
 The limit: the same frames' bytes decoded one after another on one thread by the call
 the pipeline makes (`tf.io.decode_and_crop_jpeg` at a random 224x224 window; flow's
@@ -57,6 +59,10 @@ def main(argv=None) -> int:
     parser.add_argument("--flip", default="device", choices=("device", "host"),
                         help="mirror clips in the jitted step, as the trainer does, or on "
                              "the host")
+    parser.add_argument("--host_memory", nargs="+", default=["keep"], choices=("keep", "system"),
+                        help="keep: freed memory kept for reuse, as the trainer sets it "
+                             "(i3d_jax.host_memory); system: glibc's defaults (several: one "
+                             "run each, for a before and after)")
     parser.add_argument("--batches", type=int, default=20, help="timed batches per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     parser.add_argument("--repeats", type=int, default=3,
@@ -65,23 +71,25 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write every run's figures to this file")
     args = parser.parse_args(argv)
 
-    if len(args.threads) > 1 or len(args.modalities) > 1 or args.json or args.repeats > 1:
+    if (len(args.threads) > 1 or len(args.modalities) > 1 or len(args.host_memory) > 1
+            or args.json or args.repeats > 1):
         # TF's thread pools are fixed at start: one process per run.
         import subprocess
 
-        configurations = [(m, t) for m in args.modalities for t in args.threads]
+        configurations = [(m, t, h) for m in args.modalities for t in args.threads
+                          for h in args.host_memory]
         best, each_run, limits, cpu = {}, {}, {}, {}
         # In turn (a, b, a, b, ...), so that a slow spell of the machine hits all alike.
         for repeat in range(args.repeats):
-            for modalities, threads in configurations:
+            for modalities, threads, host_memory in configurations:
                 command = [sys.executable, "-m", "benchmarks.pipeline_throughput",
                            *_forward(args), "--repeats", "1", "--threads", str(threads),
-                           "--modalities", modalities]
+                           "--modalities", modalities, "--host_memory", host_memory]
                 output = subprocess.run(command, check=True, capture_output=True, text=True,
                                         cwd=REPO).stdout
                 run = json.loads(output.strip().splitlines()[-1])
                 print(json.dumps({"repeat": repeat, **run}))
-                key = (modalities, threads)
+                key = (modalities, threads, host_memory)
                 each_run.setdefault(key, []).append(run["clips_per_second"])
                 limits[key] = max(limits.get(key, 0.0),
                                   run["decode_limit_clips_per_second_per_core"])
@@ -97,7 +105,8 @@ def main(argv=None) -> int:
         _best_limit(runs)
         for run in runs:
             print(json.dumps({k: run[k] for k in (
-                "modalities", "threads", "clips_per_second", "clips_per_second_per_core",
+                "modalities", "threads", "host_memory", "clips_per_second",
+                "clips_per_second_per_core",
                 "decode_limit_clips_per_second_per_core", "ratio_to_decode_limit",
                 "clips_per_cpu_second", "decode_limit_clips_per_cpu_second",
                 "ratio_to_decode_limit_cpu")}))
@@ -109,6 +118,10 @@ def main(argv=None) -> int:
 
     threads = args.threads[0]
     limit_tf_threads(threads)
+    if args.host_memory[0] == "keep":
+        from i3d_jax.host_memory import keep_freed_memory
+
+        print(keep_freed_memory(), file=sys.stderr)
     from i3d_jax import input_pipeline
 
     modalities = tuple(args.modalities[0].split(","))
@@ -133,6 +146,7 @@ def main(argv=None) -> int:
         "clip": f"{args.num_frames}x{args.crop_size}x{args.crop_size}",
         "modalities": args.modalities[0],
         "threads": threads,
+        "host_memory": args.host_memory[0],
         "clips_per_second": round(clips_per_second, 2),
         "clips_per_second_per_core": round(clips_per_second / threads, 2),
         "decode_limit_clips_per_second_per_core": round(limit["clips_per_second"], 2),

@@ -62,6 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.input.flip = True
     config.input.shuffle_buffer = 1024
     config.input.threads = 0  # tf.data's private thread pool; 0: TF's default
+    # glibc keeps freed blocks for the next clip instead of faulting fresh pages in
+    # (i3d_jax/host_memory.py; the whole process's setting, 10-20% more clips/s).
+    config.input.keep_freed_memory = True
     for stream in ("rgb", "flow"):
         config.input[stream] = ml_collections.ConfigDict(
             {"num_frames": 64, "stride": 1, "offset": 0})

@@ -209,6 +209,10 @@ def _train_iterator(run: Run):
     from i3d_jax.input_pipeline import DatasetIterator, train_dataset
 
     config = run.config
+    if config.input.keep_freed_memory:
+        from i3d_jax.host_memory import keep_freed_memory
+
+        logging.info("%s", keep_freed_memory())
     return DatasetIterator(train_dataset(
         run.builder, batch_size=sharding.check_batch_size(config.batch_size, run.mesh),
         options=clip_options(config), split=config.train_split, seed=config.seed,

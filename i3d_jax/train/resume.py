@@ -37,7 +37,7 @@ HISTORY = "config_history.jsonl"
 CHANGEABLE_ON_RESUME = (
     "total_steps", "schedule.", "optimizer.", "log_every_steps", "checkpoint_every_steps",
     "eval_every_steps", "keep_checkpoints", "mesh.", "eval.", "eval_split", "model.kernels",
-    "dtype", "input.threads", "data_dir", "init_from")
+    "dtype", "input.threads", "input.keep_freed_memory", "data_dir", "init_from")
 # Read, never compared: it is the permission itself.
 NOT_COMPARED = ("resume_with_changes",)
 ABSENT = "(absent)"
