@@ -141,6 +141,10 @@ class InputIteratorHandler(ocp.CheckpointHandler):
     # Positions in the global order; earlier checkpoints (no "order") are positions in
     # each process's own part of the split, a pipeline that no longer exists.
     ORDER = "global"
+    # The stages of the pipeline that saved them, which TF's iterator checkpoints
+    # depend on: 2 since training batches are assembled at once
+    # (`input_pipeline.train_batch`). Raise it whenever the stages change.
+    STAGES = 2
 
     def _prefix(self, directory, process_index):
         return Path(directory) / f"process_{process_index}" / "iterator"
@@ -149,7 +153,8 @@ class InputIteratorHandler(ocp.CheckpointHandler):
         args.iterator.save(self._prefix(directory, jax.process_index()))
         if jax.process_index() == 0:
             (Path(directory) / "processes.json").write_text(
-                json.dumps({"process_count": jax.process_count(), "order": self.ORDER}))
+                json.dumps({"process_count": jax.process_count(), "order": self.ORDER,
+                            "stages": self.STAGES}))
 
     def restore(self, directory, args: "InputIteratorArgs" = None):
         record = Path(directory) / "processes.json"
@@ -159,6 +164,12 @@ class InputIteratorHandler(ocp.CheckpointHandler):
             log.warning("%s: the input positions were saved by an earlier input pipeline "
                         "(each process reading its own part of the data); the data stream "
                         "starts again from the config's seed", directory)
+            return args.iterator
+        if saved.get("stages", 1) != self.STAGES:
+            log.warning("%s: the input positions were saved by an earlier version of the "
+                        "input pipeline (stages %d, now %d), whose iterator checkpoints this "
+                        "one cannot read; the data stream starts again from the config's seed",
+                        directory, saved.get("stages", 1), self.STAGES)
             return args.iterator
         process = jax.process_index() if count == jax.process_count() else count - 1
         prefix = self._prefix(directory, process)

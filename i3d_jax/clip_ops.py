@@ -78,39 +78,50 @@ def evenly_spaced_clip_indices(num_available, num_frames: int, stride: int, num_
                           num_available, sampling)
 
 
+def _frame_decoder(modality, crop_window=None):
+    """encoded frame -> uint8 [h, w, C]; `crop_window` [y, x, h, w] decodes only that."""
+    if modality == "rgb":
+        if crop_window is not None:
+            return lambda b: tf.io.decode_and_crop_jpeg(b, crop_window, channels=3)
+        return lambda b: tf.io.decode_jpeg(b, channels=3)
+
+    def decode(b):
+        # Flow frames are 2-channel (grey + alpha) PNGs; decode_png refuses channels=2.
+        frame = tf.io.decode_png(b, channels=0)
+        if crop_window is not None:
+            frame = frame[crop_window[0]:crop_window[0] + crop_window[2],
+                          crop_window[1]:crop_window[1] + crop_window[3]]
+        return frame
+
+    return decode
+
+
+def decoded_frame_list(encoded, modality, crop_window, indices) -> list:
+    """The frames of `encoded` [N] at `indices` [T] (T static), decoded one op each:
+    a list of uint8 [h, w, C], for whoever stacks them (`_decode_frames`, or a batch's
+    frames stacked at once). Frames picked by index, not gathered first: a copy of
+    their bytes the less."""
+    decode = _frame_decoder(modality, crop_window)
+    return [decode(encoded[indices[i]]) for i in range(indices.shape[0])]
+
+
 def _decode_frames(encoded, modality, crop_window=None, indices=None):
     """Encoded frames [N] (or those at `indices` [N]) -> uint8 [N, h, w, C]; `crop_window`
     [y, x, h, w] decodes only that."""
-    channels = CHANNELS[modality]
-    if modality == "rgb":
-        if crop_window is not None:
-            def decode(b):
-                return tf.io.decode_and_crop_jpeg(b, crop_window, channels=3)
-        else:
-            def decode(b):
-                return tf.io.decode_jpeg(b, channels=3)
-    else:
-        def decode(b):
-            # Flow frames are 2-channel (grey + alpha) PNGs; decode_png refuses channels=2.
-            frame = tf.io.decode_png(b, channels=0)
-            if crop_window is not None:
-                frame = frame[crop_window[0]:crop_window[0] + crop_window[2],
-                              crop_window[1]:crop_window[1] + crop_window[3]]
-            return frame
     count = (encoded if indices is None else indices).shape[0]
     if count is not None and count <= MAX_UNROLLED_DECODES:
         # A clip's frame count is static: one decode op per frame. TF's loop machinery
         # (map_fn, or a while_loop into a TensorArray) cost ~150 us a frame, a third of a
         # 340x256 JPEG's decode (natural frames, 1 thread: 33 -> 22 ms for 64 frames).
-        # Frames picked by index, not gathered first: a copy of their bytes the less.
-        frames = tf.stack([decode(encoded[i if indices is None else indices[i]])
-                           for i in range(count)])
+        frames = tf.stack(decoded_frame_list(
+            encoded, modality, crop_window, tf.range(count) if indices is None else indices))
     else:
         if indices is not None:
             encoded = tf.gather(encoded, indices)
-        frames = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(None, tf.uint8),
+        frames = tf.map_fn(_frame_decoder(modality, crop_window), encoded,
+                           fn_output_signature=tf.TensorSpec(None, tf.uint8),
                            parallel_iterations=16)
-    return tf.ensure_shape(frames, [None, None, None, channels])
+    return tf.ensure_shape(frames, [None, None, None, CHANNELS[modality]])
 
 
 def _frame_size(encoded_rgb_or_flow, modality):

@@ -55,7 +55,8 @@ import tensorflow_datasets as tfds  # noqa: E402
 from i3d_jax import datasets as project_datasets  # noqa: E402  (registers the builders)
 from i3d_jax.clip_ops import (  # noqa: E402
     CHANNELS, StreamSampling, _check_crop, _decode_frames, _flipped, _frame_size, _resized,
-    _resized_size, _to_network, evenly_spaced_starts, sample_clip_start, stream_indices)
+    _resized_size, _to_network, decoded_frame_list, evenly_spaced_starts, sample_clip_start,
+    stream_indices)
 
 project_datasets.hide_gpus_from_tf()
 
@@ -242,21 +243,21 @@ def global_records(builder, split: str, *, seed: int, shuffle_buffer: int) -> tf
 # Training clips and evaluation views (one example; the operations in `clip_ops`)
 
 
-def train_clip(example, seed, options: ClipOptions, flip: bool = True):
-    """One training clip from an undecoded example; every random choice from `seed` [2]."""
+def _clip_choices(example, seed, options: ClipOptions, flip: bool):
+    """One training clip's random choices, all from `seed` [2]: each stream's frame
+    indices, the crop's top and left (on the resized frames), the flip; with the
+    frames' stored height and width."""
     time_seed, y_seed, x_seed, flip_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=4))
     first = options.modalities[0]
-    encoded = {m: example[FEATURE[m]] for m in options.modalities}
-    num_available = tf.shape(encoded[first])[0]
+    encoded = example[FEATURE[first]]
+    num_available = tf.shape(encoded)[0]
     start = sample_clip_start(num_available, options.span, time_seed)
     indices = {m: stream_indices(start, num_available, options.sampling(m))
                for m in options.modalities}
-    height, width = _frame_size(encoded[first], first)
+    height, width = _frame_size(encoded, first)
     size = options.crop_size
     flipped = (tf.random.stateless_uniform([], flip_seed) < 0.5) if flip else tf.constant(False)
-    dtype = tf.dtypes.as_dtype(options.dtype)
-
     if options.resize_short_side is None:
         crop_h, crop_w = height, width
     else:
@@ -264,12 +265,21 @@ def train_clip(example, seed, options: ClipOptions, flip: bool = True):
     with tf.control_dependencies([_check_crop(crop_h, crop_w, size, example["video_id"])]):
         top = tf.random.stateless_uniform([], y_seed, 0, crop_h - size + 1, dtype=tf.int32)
         left = tf.random.stateless_uniform([], x_seed, 0, crop_w - size + 1, dtype=tf.int32)
+    return indices, top, left, flipped, (height, width)
+
+
+def train_clip(example, seed, options: ClipOptions, flip: bool = True):
+    """One training clip from an undecoded example; every random choice from `seed` [2]."""
+    indices, top, left, flipped, (height, width) = _clip_choices(example, seed, options, flip)
+    size = options.crop_size
+    dtype = tf.dtypes.as_dtype(options.dtype)
     out = {}
     for m in options.modalities:
+        encoded = example[FEATURE[m]]
         if options.resize_short_side is None:
-            frames = _decode_frames(encoded[m], m, tf.stack([top, left, size, size]), indices[m])
+            frames = _decode_frames(encoded, m, tf.stack([top, left, size, size]), indices[m])
         else:
-            frames, _, _ = _resized(_decode_frames(encoded[m], m, indices=indices[m]), m,
+            frames, _, _ = _resized(_decode_frames(encoded, m, indices=indices[m]), m,
                                     height, width, options.resize_short_side)
             frames = frames[:, top:top + size, left:left + size]
         network = _to_network(frames, dtype)
@@ -281,6 +291,48 @@ def train_clip(example, seed, options: ClipOptions, flip: bool = True):
     out["label"] = tf.cast(example["label"], tf.int32)
     if options.flip_on_device:
         out["flip"] = flipped
+    return out
+
+
+# A batch's frames decode into one stack per stream when it has at most this many
+# (batch size x frames of every stream); each decode op is traced, so more would
+# slow the pipeline's start.
+MAX_BATCH_FRAMES = 2048
+
+
+def assembles_batches(options: ClipOptions, batch_size: int, flip: bool = True) -> bool:
+    """Whether `train_dataset` builds each batch at once (`train_batch`): frames cropped
+    as they decode (no resize) and mirrored on the device (or never)."""
+    frames = batch_size * sum(options.sampling(m).num_frames for m in options.modalities)
+    return (options.resize_short_side is None and (options.flip_on_device or not flip)
+            and frames <= MAX_BATCH_FRAMES)
+
+
+def train_batch(positions, records, parse, seed: int, options: ClipOptions, flip: bool = True):
+    """`train_clip` of each of a batch's undecoded records [B] (at `positions` [B] of the
+    global order), its frames decoded straight into one stack per stream: the decoded
+    pixels are copied once, where clips stacked one by one and then batched copy them
+    twice (natural frames, 1 thread: 0.79 -> 0.93 of the decode limit, docs/data.md).
+    Only where `assembles_batches`."""
+    batch_size = records.shape[0]
+    size = options.crop_size
+    frames = {m: [] for m in options.modalities}
+    labels, flips = [], []
+    for k in range(batch_size):
+        example = parse(records[k])
+        indices, top, left, flipped, _ = _clip_choices(
+            example, example_seed(seed, positions[k]), options, flip)
+        window = tf.stack([top, left, size, size])
+        for m in options.modalities:
+            frames[m] += decoded_frame_list(example[FEATURE[m]], m, window, indices[m])
+        labels.append(tf.cast(example["label"], tf.int32))
+        flips.append(flipped)
+    out = {m: tf.reshape(_to_network(tf.stack(frames[m]), tf.dtypes.as_dtype(options.dtype)),
+                         [batch_size, options.sampling(m).num_frames, size, size, CHANNELS[m]])
+           for m in options.modalities}
+    out["label"] = tf.stack(labels)
+    if options.flip_on_device:
+        out["flip"] = tf.stack(flips)
     return out
 
 
@@ -391,11 +443,16 @@ def train_dataset(dataset, *, batch_size: int, options: ClipOptions = ClipOption
     ds = global_records(builder, split, seed=seed, shuffle_buffer=shuffle_buffer).enumerate()
     ds = ds.filter(lambda position, _: position % global_batch // batch_size == process_index)
 
-    def transform(position, record):
-        return train_clip(parse(record), example_seed(seed, position), options, flip)
+    if assembles_batches(options, batch_size, flip):
+        ds = ds.batch(batch_size, drop_remainder=True).map(
+            lambda positions, records: train_batch(positions, records, parse, seed, options, flip),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        def transform(position, record):
+            return train_clip(parse(record), example_seed(seed, position), options, flip)
 
-    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True)
+        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(prefetch).with_options(_options(threads))
 
 
@@ -474,4 +531,11 @@ class DatasetIterator:
         return self._checkpoint.write(os.fspath(prefix))
 
     def restore(self, prefix) -> None:
-        self._checkpoint.read(os.fspath(prefix)).assert_consumed()
+        """Raises LookupError where the pipeline that saved `prefix` was built
+        differently (other stages); the iterator is then spent."""
+        try:
+            self._checkpoint.read(os.fspath(prefix)).assert_consumed()
+        except tf.errors.NotFoundError as error:
+            reason = error.message.split("}} ")[-1].splitlines()[0]
+            raise LookupError(f"{prefix}: saved by an input pipeline built differently from "
+                              f"this one ({reason})") from error

@@ -110,6 +110,11 @@ def flow_coordinates(flow, flipped):
 
 
 OPTIONS = ip.ClipOptions(num_frames=8, stride=2, crop_size=32, modalities=("rgb", "flow"))
+# As the trainer asks: mirrored on the device, so each batch's frames decode into one
+# stack (`input_pipeline.train_batch`); OPTIONS batches clips one by one.
+ON_DEVICE = dataclasses.replace(OPTIONS, flip_on_device=True)
+BOTH_LAYOUTS = pytest.mark.parametrize("options", [OPTIONS, ON_DEVICE],
+                                       ids=["clip_by_clip", "assembled"])
 
 
 def train_batches(builder, count, **kwargs):
@@ -190,21 +195,25 @@ def assert_same_batches(expected, got):
             np.testing.assert_array_equal(want[key], have[key], err_msg=key)
 
 
-def test_the_global_batches_do_not_depend_on_the_process_count(coordinates):
+@BOTH_LAYOUTS
+def test_the_global_batches_do_not_depend_on_the_process_count(coordinates, options):
+    assert ip.assembles_batches(options, 8) == options.flip_on_device
     # 8 clips a global batch from a 7-video split: epochs straddle batches.
-    one = train_batches(coordinates, 4, batch_size=8, shuffle_buffer=4)
+    one = train_batches(coordinates, 4, batch_size=8, shuffle_buffer=4, options=options)
     for count in (2, 4):
         assert_same_batches(one, side_by_side([train_batches(
             coordinates, 4, batch_size=8 // count, shuffle_buffer=4, process_index=p,
-            process_count=count) for p in range(count)]))
+            process_count=count, options=options) for p in range(count)]))
     labels = np.concatenate([b["label"] for b in one])
     assert set(labels[:7].tolist()) == set(range(len(LENGTHS)))  # the first epoch is whole
 
 
-def test_the_last_process_position_continues_on_any_process_count(coordinates, tmp_path):
+@BOTH_LAYOUTS
+def test_the_last_process_position_continues_on_any_process_count(coordinates, tmp_path,
+                                                                   options):
     def pipeline(index, count):
         return ip.DatasetIterator(ip.train_dataset(
-            coordinates, batch_size=6 // count, options=OPTIONS, seed=3, shuffle_buffer=4,
+            coordinates, batch_size=6 // count, options=options, seed=3, shuffle_buffer=4,
             process_index=index, process_count=count))
 
     uninterrupted = pipeline(0, 1)
@@ -221,10 +230,11 @@ def test_the_last_process_position_continues_on_any_process_count(coordinates, t
             [[next(iterator) for _ in range(2)] for iterator in resumed]))
 
 
-def test_iterator_state_restores_the_same_sequence(coordinates, tmp_path):
+@BOTH_LAYOUTS
+def test_iterator_state_restores_the_same_sequence(coordinates, tmp_path, options):
     def pipeline():
         return ip.DatasetIterator(ip.train_dataset(
-            coordinates, batch_size=3, options=OPTIONS, seed=2, shuffle_buffer=4,
+            coordinates, batch_size=3, options=options, seed=2, shuffle_buffer=4,
             process_index=0, process_count=1))
 
     iterator = pipeline()
@@ -239,6 +249,49 @@ def test_iterator_state_restores_the_same_sequence(coordinates, tmp_path):
             np.testing.assert_array_equal(want[key], got[key])
     fresh = next(pipeline())
     assert not np.array_equal(fresh["rgb"], expected[0]["rgb"])
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_batches_assembled_at_once_are_the_clips_batched_one_by_one(coordinates, monkeypatch,
+                                                                    dtype):
+    options = dataclasses.replace(ON_DEVICE, dtype=dtype)
+    assembled = train_batches(coordinates, 3, options=options)
+    monkeypatch.setattr(ip, "MAX_BATCH_FRAMES", 0)  # every batch clip by clip
+    assert not ip.assembles_batches(options, 4)
+    one_by_one = train_batches(coordinates, 3, options=options)
+    for want, got in zip(one_by_one, assembled):
+        assert want.keys() == got.keys() == {"rgb", "flow", "label", "flip"}
+        for key in want:
+            assert want[key].dtype == got[key].dtype
+            np.testing.assert_array_equal(want[key], got[key])
+
+
+def test_input_positions_of_an_earlier_pipeline_restart_the_stream(coordinates, tmp_path,
+                                                                   caplog):
+    """Positions saved by the pipeline before batches were assembled at once (no
+    "stages" in processes.json) are set aside with a warning, not fed to TF."""
+    import json
+
+    from i3d_jax.checkpoints import InputIteratorArgs, InputIteratorHandler
+
+    def pipeline(options):
+        return ip.DatasetIterator(ip.train_dataset(
+            coordinates, batch_size=4, options=options, seed=2, shuffle_buffer=4,
+            process_index=0, process_count=1))
+
+    handler = InputIteratorHandler()
+    saved = pipeline(OPTIONS)
+    next(saved)
+    handler.save(tmp_path, InputIteratorArgs(saved))
+    # TF cannot read one layout's positions into the other: the error names the files.
+    with pytest.raises(LookupError, match="built differently"):
+        pipeline(ON_DEVICE).restore(tmp_path / "process_0" / "iterator")
+    record = tmp_path / "processes.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "stages": 1}))
+    with caplog.at_level("WARNING"):
+        restored = handler.restore(tmp_path, InputIteratorArgs(pipeline(ON_DEVICE)))
+    assert "earlier version of the input pipeline" in caplog.text
+    np.testing.assert_array_equal(next(restored)["rgb"], next(pipeline(ON_DEVICE))["rgb"])
 
 
 def test_eval_pads_the_last_batch_with_a_mask(coordinates):
