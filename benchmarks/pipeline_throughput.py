@@ -14,14 +14,15 @@ The limit: the same frames' bytes decoded one after another on one thread by the
 the pipeline makes (`tf.io.decode_and_crop_jpeg` at a random 224x224 window; flow's
 `tf.io.decode_png`), in a tight loop inside one tf.function, and by Pillow (libjpeg-turbo
 too, whole frames) for comparison; a clip needs 64 such decodes per stream, which gives
-`decode_limit_clips_per_second_per_core`. The same ratio on CPU time
+`decode_limit_clips_per_second_per_core`. Each run measures it in its own process just
+before the pipeline starts and again after it stops, and takes its ratio against their
+mean: on a shared machine one process's speed moves by 20-30% against another's, so a
+limit from another process is another machine. The same ratio on CPU time
 (`ratio_to_decode_limit_cpu`: clips per CPU-second of the whole process, every thread
-counted, against the decodes' own) holds still where wall time moves with the host's
-load. Each configuration runs `--repeats` times (3),
-the configurations in turn, and keeps its best pipeline figure and its best limit: one
-process's figure moves by 10-20% with what else the host does. Prints one JSON line per
-run and the kept figures; --json writes the kept ones (with every run's clips/s), the
-machine and versions.
+counted, against the decodes' own) holds where wall time moves with the host's load.
+Each configuration runs `--repeats` times (3), the configurations in turn, and keeps the
+median of each figure. Prints one JSON line per run and the kept figures; --json writes
+the kept ones (with every run's), the machine and versions.
 
     PYTHONPATH=. python -m benchmarks.pipeline_throughput --data_dir /tmp/tfds \
         --threads 1 2 --modalities rgb rgb,flow \
@@ -30,6 +31,7 @@ machine and versions.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -66,8 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=20, help="timed batches per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of each configuration, taken in turn; the best of them "
-                             "is kept, for the pipeline as for the decode limit")
+                        help="runs of each configuration, taken in turn; the median of "
+                             "each figure is kept")
     parser.add_argument("--json", help="write every run's figures to this file")
     args = parser.parse_args(argv)
 
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
 
         configurations = [(m, t, h) for m in args.modalities for t in args.threads
                           for h in args.host_memory]
-        best, each_run, limits, cpu = {}, {}, {}, {}
+        each_run = {}
         # In turn (a, b, a, b, ...), so that a slow spell of the machine hits all alike.
         for repeat in range(args.repeats):
             for modalities, threads, host_memory in configurations:
@@ -89,20 +91,8 @@ def main(argv=None) -> int:
                                         cwd=REPO).stdout
                 run = json.loads(output.strip().splitlines()[-1])
                 print(json.dumps({"repeat": repeat, **run}))
-                key = (modalities, threads, host_memory)
-                each_run.setdefault(key, []).append(run["clips_per_second"])
-                limits[key] = max(limits.get(key, 0.0),
-                                  run["decode_limit_clips_per_second_per_core"])
-                cpu[key] = {name: max(cpu.get(key, {}).get(name, 0.0), run[name]) for name in
-                            ("clips_per_cpu_second", "decode_limit_clips_per_cpu_second")}
-                if key not in best or run["clips_per_second"] > best[key]["clips_per_second"]:
-                    best[key] = run
-        runs = [{**best[key], **cpu[key], "clips_per_second_each_run": each_run[key],
-                 "decode_limit_clips_per_second_per_core": limits[key],
-                 "ratio_to_decode_limit_cpu": round(cpu[key]["clips_per_cpu_second"] / cpu[
-                     key]["decode_limit_clips_per_cpu_second"], 3)}
-                for key in configurations]
-        _best_limit(runs)
+                each_run.setdefault((modalities, threads, host_memory), []).append(run)
+        runs = [_median_run(each_run[key]) for key in configurations]
         for run in runs:
             print(json.dumps({k: run[k] for k in (
                 "modalities", "threads", "host_memory", "clips_per_second",
@@ -128,7 +118,7 @@ def main(argv=None) -> int:
     builder = _builder(args.dataset, args.data_dir, modalities)
     # The limit first: a live pipeline's threads would run beside its loop (its buffers
     # refilling), adding to the process's CPU time.
-    limit = decode_limit(builder, modalities, args.crop_size, args.num_frames)
+    before = decode_limit(builder, modalities, args.crop_size, args.num_frames)
     iterator = input_pipeline.DatasetIterator(trainer_clips(
         builder, modalities=modalities, batch_size=args.batch_size, threads=threads,
         num_frames=args.num_frames, crop_size=args.crop_size, dtype=args.dtype,
@@ -141,6 +131,14 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - start_cpu  # every thread of the process
     clips_per_second = args.batches * args.batch_size / seconds
+    shape = {k: list(v.shape) for k, v in batch.items()}
+    batch_bytes = int(sum(v.nbytes for k, v in batch.items() if k in modalities))
+    output_dtype = str(batch["rgb" if "rgb" in batch else "flow"].dtype)
+    del iterator, batch  # its threads stop before the limit is measured again
+    gc.collect()
+    after = decode_limit(builder, modalities, args.crop_size, args.num_frames)
+    limit = {name: (before[name] + after[name]) / 2
+             for name in ("clips_per_second", "clips_per_cpu_second")}
     print(json.dumps({
         "dataset": builder.info.full_name,
         "clip": f"{args.num_frames}x{args.crop_size}x{args.crop_size}",
@@ -157,13 +155,14 @@ def main(argv=None) -> int:
         "decode_limit_clips_per_cpu_second": round(limit["clips_per_cpu_second"], 2),
         "ratio_to_decode_limit_cpu": round(args.batches * args.batch_size / cpu_seconds
                                            / limit["clips_per_cpu_second"], 3),
-        "decode_limit": limit,
+        "decode_limit_before": before,
+        "decode_limit_after": after,
         "batch_size": args.batch_size,
         "timed_batches": args.batches,
-        "batch_shape": {k: list(v.shape) for k, v in batch.items()},
+        "batch_shape": shape,
         # What goes to the devices each step: the clips, as they leave the pipeline.
-        "batch_bytes": int(sum(v.nbytes for k, v in batch.items() if k in modalities)),
-        "output_dtype": str(batch["rgb" if "rgb" in batch else "flow"].dtype),
+        "batch_bytes": batch_bytes,
+        "output_dtype": output_dtype,
         "flip": args.flip,
     }))
     return 0
@@ -184,18 +183,22 @@ def trainer_clips(builder, *, modalities=("rgb",), batch_size: int, threads: int
                                         threads=threads)
 
 
-def _best_limit(runs) -> None:
-    """The decode limit of each set of streams is the fastest its runs measured (a
-    ceiling; one process's figure moves by 20% with what else the machine does), and
-    every run's ratio is taken against it."""
-    best = {}
-    for run in runs:
-        key = run["modalities"]
-        best[key] = max(best.get(key, 0.0), run["decode_limit_clips_per_second_per_core"])
-    for run in runs:
-        limit = best[run["modalities"]]
-        run["decode_limit_clips_per_second_per_core"] = limit
-        run["ratio_to_decode_limit"] = round(run["clips_per_second_per_core"] / limit, 3)
+MEDIAN_FIGURES = ("clips_per_second", "clips_per_second_per_core",
+                  "decode_limit_clips_per_second_per_core", "ratio_to_decode_limit",
+                  "clips_per_cpu_second", "decode_limit_clips_per_cpu_second",
+                  "ratio_to_decode_limit_cpu")
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """One configuration's runs -> the median of each figure, with every run's."""
+    import statistics
+
+    # The rest (the decode limit's details, the batch) from the first run.
+    kept = {k: v for k, v in runs[0].items() if k not in MEDIAN_FIGURES}
+    for name in MEDIAN_FIGURES:
+        kept[name] = round(statistics.median(run[name] for run in runs), 3)
+        kept[name + "_each_run"] = [run[name] for run in runs]
+    return kept
 
 
 def _builder(dataset: str, data_dir: str, modalities):
