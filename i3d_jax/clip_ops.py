@@ -85,24 +85,23 @@ def _frame_decoder(modality, crop_window=None):
             return lambda b: tf.io.decode_and_crop_jpeg(b, crop_window, channels=3)
         return lambda b: tf.io.decode_jpeg(b, channels=3)
 
-    def decode(b):
+    if crop_window is None:
         # Flow frames are 2-channel (grey + alpha) PNGs; decode_png refuses channels=2.
-        frame = tf.io.decode_png(b, channels=0)
-        if crop_window is not None:
-            frame = frame[crop_window[0]:crop_window[0] + crop_window[2],
-                          crop_window[1]:crop_window[1] + crop_window[3]]
-        return frame
-
-    return decode
+        return lambda b: tf.io.decode_png(b, channels=0)
+    # One slice op a frame (Python slicing makes several, each milliseconds to trace).
+    begin = tf.stack([crop_window[0], crop_window[1], 0])
+    size = tf.stack([crop_window[2], crop_window[3], -1])
+    return lambda b: tf.slice(tf.io.decode_png(b, channels=0), begin, size)
 
 
 def decoded_frame_list(encoded, modality, crop_window, indices) -> list:
     """The frames of `encoded` [N] at `indices` [T] (T static), decoded one op each:
     a list of uint8 [h, w, C], for whoever stacks them (`_decode_frames`, or a batch's
-    frames stacked at once). Frames picked by index, not gathered first: a copy of
-    their bytes the less."""
+    frames stacked at once). Frames picked one by one, not gathered first: a copy of
+    their bytes the less; by `tf.gather`, one op where indexing makes several."""
     decode = _frame_decoder(modality, crop_window)
-    return [decode(encoded[indices[i]]) for i in range(indices.shape[0])]
+    return [decode(tf.gather(encoded, index))
+            for index in tf.unstack(indices, num=indices.shape[0])]
 
 
 def _decode_frames(encoded, modality, crop_window=None, indices=None):
