@@ -302,8 +302,8 @@ def decode_rates(args) -> dict:
     from benchmarks.pipeline_throughput import decode_limit, encoded_frames
 
     builder = tfrecord_builder(args.tfrecord_data_dir)
-    limit = decode_limit(builder, ("rgb",), args.crop_size, args.num_frames)
     frames = encoded_frames(builder, "rgb")
+    limit = decode_limit({"rgb": frames}, args.crop_size, args.num_frames)
     height, width = limit["rgb"]["frame_size"]
     rng = np.random.default_rng(0)
     windows = list(zip(rng.integers(0, height - args.crop_size + 1, len(frames)),
